@@ -1,0 +1,287 @@
+package main
+
+import (
+	"io"
+	"runtime"
+	"runtime/debug"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"pbatch/tasks"
+)
+
+// version is set by -ldflags "-X main.version=…"; otherwise the module version.
+var version = ""
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+const exitCodesHelp = `EXIT STATUS:
+   0    every file was processed (skipped symlinks, special files and vanished
+        entries are not failures)
+   1    at least one file failed, changed while being read, or stdout failed
+   2    usage error
+   129, 130, 143
+        interrupted by SIGHUP, SIGINT or SIGTERM (128 + signal number); the
+        summary is printed first
+`
+
+// engineOpts are the flags every task shares: walking, filtering, the pool and
+// output.
+type engineOpts struct {
+	workers   int
+	null      bool
+	include   cli.StringSlice
+	exclude   cli.StringSlice
+	maxDepth  int
+	oneFS     bool
+	follow    bool
+	keepOrder bool
+	quiet     bool
+	format    string
+}
+
+func engineFlags(o *engineOpts) []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "workers", Aliases: []string{"w"}, Value: runtime.NumCPU(), Destination: &o.workers,
+			Usage: "run `N` workers in parallel"},
+		&cli.BoolFlag{Name: "null", Aliases: []string{"0"}, Destination: &o.null,
+			Usage: "end output records with NUL (names raw), and read NUL-separated paths from '-'"},
+		&cli.StringSliceFlag{Name: "include", Destination: &o.include,
+			Usage: "process only files matching `GLOB` (repeatable; no '/' = base name, '/' = path below the root, ** any depth)"},
+		&cli.StringSliceFlag{Name: "exclude", Destination: &o.exclude,
+			Usage: "skip files and prune directories matching `GLOB` (repeatable)"},
+		&cli.IntFlag{Name: "max-depth", Value: -1, Destination: &o.maxDepth,
+			Usage: "descend at most `N` levels below each PATH (as find -maxdepth)"},
+		&cli.BoolFlag{Name: "one-file-system", Aliases: []string{"x"}, Destination: &o.oneFS,
+			Usage: "do not descend into directories on other file systems"},
+		&cli.BoolFlag{Name: "follow", Aliases: []string{"L"}, Destination: &o.follow,
+			Usage: "follow symbolic links, even out of the tree (loops are detected); default: skip them"},
+		&cli.BoolFlag{Name: "keep-order", Aliases: []string{"k"}, Destination: &o.keepOrder,
+			Usage: "print results in walk order (directories read sorted), so runs over the same tree match"},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Destination: &o.quiet,
+			Usage: "print no summary and no notes (skipped, vanished); errors are still printed"},
+	}
+}
+
+func (o *engineOpts) validate(cmd string) error {
+	if o.workers < 1 {
+		return usagef(cmd, "invalid --workers %d: must be at least 1", o.workers)
+	}
+	if o.workers > 4096 {
+		return usagef(cmd, "invalid --workers %d: at most 4096", o.workers)
+	}
+	if o.maxDepth < -1 {
+		return usagef(cmd, "invalid --max-depth %d", o.maxDepth)
+	}
+	switch o.format {
+	case "", "text", "json":
+	default:
+		return usagef(cmd, "invalid --format %q (choose text or json)", o.format)
+	}
+	return nil
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
+	onUsage := func(c *cli.Context, err error, _ bool) error {
+		name := ""
+		if c.Command != nil {
+			name = c.Command.Name
+		}
+		msg := err.Error()
+		if f, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+			msg = "unknown flag " + f
+		}
+		return usagef(name, "%s", msg)
+	}
+	app := &cli.App{
+		Name:      "pbatch",
+		Usage:     "run a task over every file in many directory trees, in parallel",
+		UsageText: "pbatch COMMAND [flags] PATH…   (flags may also follow the PATHs; -- ends them; - reads paths from stdin)",
+		Version:   versionString(),
+		Reader:    stdin,
+		Writer:    stdout,
+		ErrWriter: stderr,
+		// Library defaults print "Incorrect Usage" and the whole help to stdout and
+		// call os.Exit; run() maps errors to exit codes instead.
+		OnUsageError:              onUsage,
+		ExitErrHandler:            func(*cli.Context, error) {},
+		DisableSliceFlagSeparator: true,
+		UseShortOptionHandling:    true,
+		HideHelpCommand:           true,
+		CustomAppHelpTemplate:     cli.AppHelpTemplate + "\n" + exitCodesHelp,
+		Action: func(c *cli.Context) error {
+			if c.Args().Len() == 0 {
+				return usagef("", "no command given")
+			}
+			return usagef("", "unknown command %q", c.Args().First())
+		},
+	}
+	for _, cmd := range commands(stdin, stdout, stderr) {
+		cmd.OnUsageError = onUsage
+		cmd.CustomHelpTemplate = cli.CommandHelpTemplate + "\n" + exitCodesHelp
+		app.Commands = append(app.Commands, cmd)
+	}
+	return app
+}
+
+// commands is the command table: adding a task means adding an entry here.
+func commands(stdin io.Reader, stdout, stderr io.Writer) []*cli.Command {
+	var hash struct {
+		engineOpts
+		algorithm string
+		tag       bool
+	}
+	var list engineOpts
+	return []*cli.Command{
+		{
+			Name:      "hash",
+			Usage:     "print a checksum of every file, as sha256sum and friends do",
+			ArgsUsage: "PATH…",
+			Description: `Output is accepted as is by sha256sum -c (md5sum -c, sha1sum -c, sha512sum -c,
+b3sum --check for -a blake3). Each PATH is printed as given, joined with the path
+below it. Symlinks are skipped unless -L; FIFOs, sockets and devices are never read.
+
+EXAMPLES:
+   pbatch hash -w 8 /var/data > SHA256SUMS && sha256sum -c SHA256SUMS
+   pbatch hash -a blake3 -k /srv/a /srv/b > b3.txt
+   find /srv -name '*.iso' -print0 | pbatch hash -0 - > sums.nul
+   pbatch hash --format json --exclude '*.tmp' /home > manifest.jsonl
+
+ALGORITHMS: ` + tasks.AlgorithmNames(),
+			Flags: append(engineFlags(&hash.engineOpts),
+				&cli.StringFlag{Name: "algorithm", Aliases: []string{"a"}, Value: "sha256", Destination: &hash.algorithm,
+					Usage: "digest `NAME`: " + tasks.AlgorithmNames()},
+				&cli.BoolFlag{Name: "tag", Destination: &hash.tag, Usage: "print BSD-style lines: SHA256 (PATH) = HEX"},
+				&cli.StringFlag{Name: "format", Value: "text", Destination: &hash.format,
+					Usage: "`FORMAT` of results: text (coreutils lines) or json (one object per file)"},
+			),
+			Action: func(c *cli.Context) error {
+				if err := hash.validate("hash"); err != nil {
+					return err
+				}
+				alg, err := tasks.LookupAlgorithm(hash.algorithm)
+				if err != nil {
+					return usagef("hash", "%s", err)
+				}
+				if hash.tag && hash.format == "json" {
+					return usagef("hash", "--tag and --format json cannot be combined")
+				}
+				f := &hashFormat{alg: alg, tag: hash.tag, json: hash.format == "json", null: hash.null}
+				return runEngine(c, "hash", &hash.engineOpts, tasks.NewHash(alg, hash.follow), f, stdin, stdout, stderr)
+			},
+		},
+		{
+			Name:      "list",
+			Usage:     "print the paths a task would receive (the walker and filters alone)",
+			ArgsUsage: "PATH…",
+			Description: `Prints every file, symlink and special file below the PATHs that passes the
+filters, one per line (NUL-terminated with -0), as a task would receive them.
+
+EXAMPLES:
+   pbatch list --include '*.log' --max-depth 2 /var/log
+   pbatch list -0 --exclude .git /src | xargs -0 grep -l TODO`,
+			Flags: engineFlags(&list),
+			Action: func(c *cli.Context) error {
+				if err := list.validate("list"); err != nil {
+					return err
+				}
+				list.quiet = true // a path list is for pipelines: no summary
+				return runEngine(c, "list", &list, tasks.List{}, &listFormat{null: list.null}, stdin, stdout, stderr)
+			},
+		},
+	}
+}
+
+// reorderArgs moves flags given after PATHs (or before the command) to just after
+// the command name, so that `pbatch hash /data -w 8` and `pbatch -w 8 hash /data`
+// mean `pbatch hash -w 8 /data`, as GNU tools allow; urfave/cli stops parsing at
+// the first positional argument. Everything after "--" stays a PATH, and "--" is
+// inserted so that PATHs starting with '-' are never read as flags.
+func reorderArgs(args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	table := commands(nil, nil, nil)
+	byName := map[string]*cli.Command{}
+	for _, c := range table {
+		byName[c.Name] = c
+		for _, a := range c.Aliases {
+			byName[a] = c
+		}
+	}
+	// Before the command, any command's flag may appear.
+	var all []cli.Flag
+	for _, c := range table {
+		all = append(all, c.Flags...)
+	}
+	rest := args[1:]
+	var flags []string
+	i := 0
+	for ; i < len(rest); i++ {
+		a := rest[i]
+		if a == "--" || !isFlag(a) {
+			break
+		}
+		flags = append(flags, a)
+		if takesValue(all, a) && i+1 < len(rest) {
+			i++
+			flags = append(flags, rest[i])
+		}
+	}
+	if i == len(rest) || rest[i] == "--" {
+		return args
+	}
+	cmd, ok := byName[rest[i]]
+	if !ok {
+		return args
+	}
+	var paths []string
+	for j := i + 1; j < len(rest); j++ {
+		a := rest[j]
+		if a == "--" {
+			paths = append(paths, rest[j+1:]...)
+			break
+		}
+		if !isFlag(a) {
+			paths = append(paths, a)
+			continue
+		}
+		flags = append(flags, a)
+		if takesValue(cmd.Flags, a) && j+1 < len(rest) {
+			j++
+			flags = append(flags, rest[j])
+		}
+	}
+	out := append([]string{args[0], rest[i]}, flags...)
+	out = append(out, "--")
+	return append(out, paths...)
+}
+
+func isFlag(a string) bool { return len(a) > 1 && a[0] == '-' }
+
+// takesValue reports whether flag a (as typed: -w, --workers, --workers=8) needs
+// the next argument as its value.
+func takesValue(flags []cli.Flag, a string) bool {
+	name := strings.TrimLeft(a, "-")
+	if strings.Contains(name, "=") {
+		return false
+	}
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n == name {
+				_, isBool := f.(*cli.BoolFlag)
+				return !isBool
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"sync/atomic"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"pbatch/pool"
+	"pbatch/tasks"
+	"pbatch/walker"
+)
+
+// errBrokenPipe ends a run whose stdout reader went away.
+var errBrokenPipe = errors.New("broken pipe")
+
+// errStdout ends a run whose results cannot be written.
+var errStdout = errors.New("cannot write results")
+
+// job is a batch of entries on its way from the walker to a worker; seq numbers
+// batches in walk order so that -k can put results back in that order.
+type job struct {
+	seq     uint64
+	entries []walker.Entry
+}
+
+type done struct {
+	seq     uint64
+	results []tasks.Result
+}
+
+// runEngine wires walker → pool → collector for one task:
+//
+//	walker (several readers) ─entries─► sequencer ─jobs─► pool (N workers) ─results─► collector (this goroutine)
+//
+// Every channel is bounded, so a slow stage throttles the ones before it and memory
+// stays flat whatever the tree size. Each goroutine's owner and end is noted where
+// it starts; runEngine returns only after all of them have ended.
+func runEngine(c *cli.Context, cmd string, o *engineOpts, task tasks.Task, f formatter,
+	stdin io.Reader, stdout, stderr io.Writer) error {
+	paths := c.Args().Slice()
+	if len(paths) == 0 {
+		return usagef(cmd, "no PATH given (use . for the current directory, - to read paths from stdin)")
+	}
+	dashes := 0
+	for _, p := range paths {
+		if p == "-" {
+			dashes++
+		}
+	}
+	if dashes > 1 {
+		return usagef(cmd, "'-' (read paths from stdin) may be given only once")
+	}
+	filter, err := walker.NewFilter(o.include.Value(), o.exclude.Value())
+	if err != nil {
+		return usagef(cmd, "%s", err)
+	}
+
+	ctx, cancel := context.WithCancelCause(c.Context)
+	defer cancel(nil)
+
+	// Batch size adapts to the measured cost per file: large batches amortise
+	// channel hand-offs for small files, single files keep both workers busy when
+	// each file takes long.
+	var costNs atomic.Int64
+	batchSize := func() int {
+		c := costNs.Load()
+		if c <= 0 {
+			return 16
+		}
+		return int(min(max(2*int64(time.Millisecond)/c, 1), 256))
+	}
+	wopt := walker.Options{
+		Follow:        o.follow,
+		OneFileSystem: o.oneFS,
+		MaxDepth:      o.maxDepth,
+		Sorted:        o.keepOrder,
+		Readers:       min(max(o.workers, 2), 8),
+		Filter:        filter,
+		BatchSize:     batchSize,
+	}
+
+	entries := make(chan []walker.Entry, o.workers)
+	jobs := make(chan job, o.workers)
+	results := make(chan done, 2*o.workers)
+	// With -k, results wait in the collector until all earlier ones are out; the
+	// semaphore bounds how many batches may be out of order at once.
+	var window chan struct{}
+	if o.keepOrder {
+		window = make(chan struct{}, 4*o.workers+4)
+	}
+
+	walkErr := make(chan error, 1)
+	go func() { // walker: ends when every root is walked or ctx is done; closes entries
+		walkErr <- walker.Walk(ctx, rootSeq(paths, stdin, o.null), wopt, entries)
+		close(entries)
+	}()
+	go func() { // sequencer: ends when entries is closed; closes jobs
+		defer close(jobs)
+		var seq uint64
+		for b := range entries {
+			if window != nil {
+				select {
+				case window <- struct{}{}:
+				case <-ctx.Done():
+					releaseAll(b)
+					continue
+				}
+			}
+			select {
+			case jobs <- job{seq, b}:
+				seq++
+			case <-ctx.Done():
+				releaseAll(b)
+			}
+		}
+	}()
+	go func() { // pool: ends when jobs is closed or ctx is done; closes results
+		pool.Run(ctx, o.workers, jobs, results, func() func(context.Context, job) done {
+			w := task.NewWorker()
+			return func(ctx context.Context, j job) done {
+				start := time.Now()
+				res := make([]tasks.Result, len(j.entries))
+				for i := range j.entries {
+					e := &j.entries[i]
+					res[i].Entry = *e
+					w.Run(ctx, e, &res[i])
+					e.Done()
+				}
+				per := int64(time.Since(start)) / int64(len(j.entries))
+				old := costNs.Load()
+				if old == 0 {
+					costNs.Store(per)
+				} else {
+					costNs.Store(old + (per-old)/4)
+				}
+				return done{j.seq, res}
+			}
+		})
+		// Batches the pool did not take after cancellation still hold roots.
+		for j := range jobs {
+			releaseAll(j.entries)
+		}
+		close(results)
+	}()
+
+	col := newCollector(stdout, stderr, f, o.quiet)
+	col.start = time.Now()
+	pending := map[uint64][]tasks.Result{}
+	var next uint64
+	for {
+		var d done
+		var ok bool
+		select {
+		case d, ok = <-results:
+		default:
+			// Nothing ready: push out what is buffered so a reader sees results as
+			// they come, while bursts still go out in large writes.
+			col.flush()
+			d, ok = <-results
+		}
+		if !ok {
+			break
+		}
+		if window == nil {
+			col.addAll(d.results)
+		} else {
+			pending[d.seq] = d.results
+			for r, ok := pending[next]; ok; r, ok = pending[next] {
+				col.addAll(r)
+				delete(pending, next)
+				next++
+				<-window
+			}
+		}
+		if col.werr != nil && ctx.Err() == nil {
+			if col.werr == errBrokenPipe {
+				cancel(errBrokenPipe)
+			} else {
+				cancel(errStdout)
+			}
+		}
+	}
+	// After cancellation some batches never ran: print what did, in order.
+	for len(pending) > 0 {
+		if r, ok := pending[next]; ok {
+			col.addAll(r)
+			delete(pending, next)
+		}
+		next++
+	}
+	col.flush()
+	srcErr := <-walkErr
+	if col.werr == errBrokenPipe {
+		return errBrokenPipe
+	}
+	if srcErr != nil && !errors.Is(srcErr, context.Canceled) {
+		fmt.Fprintf(stderr, "pbatch: %s\n", srcErr)
+		col.failed++
+	}
+	if !o.quiet {
+		var in interrupted
+		col.summary(errors.As(context.Cause(ctx), &in))
+	}
+	if col.werr != nil || col.failed > 0 {
+		return exitError{exitFailed}
+	}
+	return nil
+}
+
+func releaseAll(b []walker.Entry) {
+	for i := range b {
+		b[i].Done()
+	}
+}
+
+// rootSeq yields the PATH arguments in order, with "-" replaced by the paths read
+// from stdin (one per line, or NUL-separated with -0), streamed, never collected.
+func rootSeq(paths []string, stdin io.Reader, null bool) iter.Seq2[string, error] {
+	return func(yield func(string, error) bool) {
+		for _, p := range paths {
+			if p != "-" {
+				if !yield(p, nil) {
+					return
+				}
+				continue
+			}
+			sep := byte('\n')
+			if null {
+				sep = 0
+			}
+			sc := bufio.NewScanner(stdin)
+			sc.Buffer(make([]byte, 64<<10), 1<<20)
+			sc.Split(func(data []byte, atEOF bool) (int, []byte, error) {
+				for i, b := range data {
+					if b == sep {
+						return i + 1, data[:i], nil
+					}
+				}
+				if atEOF && len(data) > 0 {
+					return len(data), data, nil
+				}
+				return 0, nil, nil
+			})
+			for sc.Scan() {
+				if len(sc.Bytes()) == 0 {
+					continue
+				}
+				if !yield(sc.Text(), nil) {
+					return
+				}
+			}
+			if err := sc.Err(); err != nil {
+				yield("", fmt.Errorf("reading paths from stdin: %w", err))
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,139 @@
+// Command pbatch runs a task (hash, list, …) over every file below many directory
+// trees with a fixed pool of workers. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// Exit codes, documented in --help and README.md.
+const (
+	exitOK      = 0
+	exitFailed  = 1 // at least one file failed, or stdout could not be written
+	exitUsage   = 2
+	exitSignal0 = 128 // + signal number
+)
+
+func main() {
+	code, sig := run(os.Args, os.Stdin, os.Stdout, os.Stderr)
+	if sig != 0 {
+		dieBy(sig)
+	}
+	os.Exit(code)
+}
+
+// dieBy re-raises sig with its default action so that the parent (a shell, cron,
+// systemd) sees that pbatch was killed by it, as cp and rsync do.
+func dieBy(sig syscall.Signal) {
+	signal.Reset(sig)
+	syscall.Kill(os.Getpid(), sig)
+	time.Sleep(time.Second) // the signal is delivered asynchronously
+	os.Exit(exitSignal0 + int(sig))
+}
+
+// interrupted is the cancellation cause when a signal stops the run.
+type interrupted struct{ sig syscall.Signal }
+
+func (i interrupted) Error() string { return "interrupted by " + signalName(i.sig) }
+
+func signalName(s syscall.Signal) string {
+	switch s {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	case syscall.SIGPIPE:
+		return "SIGPIPE"
+	}
+	return s.String()
+}
+
+// run is main without the process exit, so tests can call it. It returns the exit
+// code, or the signal the process must die by.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, syscall.Signal) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+
+	sigc := make(chan os.Signal, 2)
+	for _, s := range []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
+		// A signal ignored by whoever started us (nohup, a background job) stays
+		// ignored.
+		if !signal.Ignored(s) {
+			signal.Notify(sigc, s)
+		}
+	}
+	// With SIGPIPE caught, a write to a closed stdout returns EPIPE instead of
+	// killing the process, so the run can stop cleanly first.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	defer signal.Stop(sigc)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case s := <-sigc:
+			cancel(interrupted{s.(syscall.Signal)})
+		case <-done:
+			return
+		}
+		select {
+		case s := <-sigc: // a second signal: the user means it
+			dieBy(s.(syscall.Signal))
+		case <-done:
+		}
+	}()
+
+	err := newApp(stdin, stdout, stderr).RunContext(ctx, reorderArgs(args))
+	var code int
+	var ue usageError
+	var ee exitError
+	switch {
+	case err == nil, errors.Is(err, errBrokenPipe):
+		code = exitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "pbatch: %s\n", ue.msg)
+		if ue.cmd != "" {
+			fmt.Fprintf(stderr, "Try 'pbatch %s --help' for more information.\n", ue.cmd)
+		} else {
+			fmt.Fprintln(stderr, "Try 'pbatch --help' for more information.")
+		}
+		code = exitUsage
+	case errors.As(err, &ee):
+		code = ee.code
+	default:
+		fmt.Fprintf(stderr, "pbatch: %s\n", err)
+		code = exitFailed
+	}
+	if errors.Is(err, errBrokenPipe) {
+		// The reader of stdout went away (pbatch hash d | head -1): end as quietly
+		// as coreutils do, by the signal the write would have raised.
+		return exitSignal0 + int(syscall.SIGPIPE), syscall.SIGPIPE
+	}
+	var in interrupted
+	if errors.As(context.Cause(ctx), &in) {
+		return exitSignal0 + int(in.sig), in.sig
+	}
+	return code, 0
+}
+
+// usageError makes run print a one-line message and a hint, and exit 2.
+type usageError struct{ cmd, msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(cmd, format string, a ...any) error {
+	return usageError{cmd: cmd, msg: fmt.Sprintf(format, a...)}
+}
+
+// exitError carries an exit code whose message, if any, was already printed.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }

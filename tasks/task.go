@@ -1,0 +1,88 @@
+// Package tasks holds the per-file work pbatch can run. Each task is one file
+// here and one entry in main's command table.
+package tasks
+
+import (
+	"context"
+	"errors"
+
+	"pbatch/walker"
+)
+
+// Task is one kind of per-file work, validated by its constructor.
+type Task interface {
+	// NewWorker is called once per pool goroutine. The Worker it returns is used
+	// by that goroutine only, so it may keep buffers and hash state between files.
+	NewWorker() Worker
+}
+
+// Worker processes one entry at a time and fills in r. It must watch ctx so that
+// a cancelled run aborts files in flight.
+type Worker interface {
+	Run(ctx context.Context, e *walker.Entry, r *Result)
+}
+
+// Status is the outcome for one entry.
+type Status uint8
+
+const (
+	OK       Status = iota
+	Failed          // counts as a failure: exit 1
+	Skipped         // not processed on purpose: symlink, special file, loop
+	Changed         // modified while being processed: counts as a failure
+	Vanished        // listed, then gone before it was opened: a note
+)
+
+func (s Status) String() string {
+	return [...]string{"ok", "failed", "skipped", "changed", "vanished"}[s]
+}
+
+// IsFailure reports whether the status makes the run exit 1.
+func (s Status) IsFailure() bool { return s == Failed || s == Changed }
+
+// Result is what a worker reports for one entry. The collector owns it once sent.
+type Result struct {
+	Entry  walker.Entry
+	Status Status
+	Err    error // reason, for every status but OK
+	Size   int64 // bytes read
+	Mtime  int64 // ns since the epoch, from the fstat before reading
+	Sum    [64]byte
+	SumLen uint8
+}
+
+// Digest is the computed digest, empty unless Status is OK.
+func (r *Result) Digest() []byte { return r.Sum[:r.SumLen] }
+
+// ErrChanged reports a file whose size, mtime or ctime changed while it was read.
+var ErrChanged = errors.New("file changed while being read")
+
+// fromWalk fills r from a walk-level error or a non-file entry and reports
+// whether the entry needs no further work.
+func fromWalk(e *walker.Entry, r *Result) bool {
+	switch {
+	case e.Err == nil:
+	case errors.Is(e.Err, walker.ErrVanished):
+		r.Status, r.Err = Vanished, e.Err
+		return true
+	case errors.Is(e.Err, walker.ErrVisited), errors.Is(e.Err, walker.ErrDangling):
+		r.Status, r.Err = Skipped, e.Err
+		return true
+	default:
+		r.Status, r.Err = Failed, e.Err
+		return true
+	}
+	if e.Type != walker.File {
+		r.Status, r.Err = Skipped, skipReason(e.Type)
+		return true
+	}
+	return false
+}
+
+type skipError string
+
+func (s skipError) Error() string { return string(s) }
+
+func skipReason(t walker.Type) error {
+	return skipError("skipped: " + t.String())
+}

@@ -1,0 +1,188 @@
+// Package walker turns root paths into a stream of entries: every file, symlink,
+// special file (and optionally directory) below the roots, each tied to the root it
+// was found under so that it can be opened beneath that root without following
+// symlinks. It is the only importer of godirwalk.
+package walker
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// Type is the kind of an entry as the directory listing (or lstat) reported it.
+type Type uint8
+
+const (
+	File    Type = iota // regular file
+	Dir                 // directory
+	Symlink             // symbolic link (not followed)
+	Other               // FIFO, socket or device
+)
+
+func (t Type) String() string {
+	switch t {
+	case File:
+		return "file"
+	case Dir:
+		return "directory"
+	case Symlink:
+		return "symbolic link"
+	default:
+		return "special file"
+	}
+}
+
+var (
+	// ErrVanished marks an entry that was listed but was gone when it was opened.
+	ErrVanished = errors.New("vanished")
+	// ErrLoop marks a directory reached again through a symlink (-L) or a bind mount.
+	ErrLoop = errors.New("directory loop: already visited")
+	// ErrDangling marks a symlink without a target under -L.
+	ErrDangling = errors.New("dangling symbolic link")
+	// ErrSeen marks a directory already walked in this run under another path
+	// (overlapping PATH arguments).
+	ErrSeen = errors.New("already walked under another path")
+)
+
+// Root is one PATH argument. A directory root keeps a descriptor that every entry
+// below it is opened relative to; it is closed when the last entry is done.
+type Root struct {
+	Path string // as the user gave it
+	fd   int    // directory descriptor, or -1 when the root is not a directory
+	os   *os.Root
+	dev  uint64
+	refs atomic.Int64
+}
+
+// Fd returns the directory descriptor entries are opened beneath, or -1.
+func (r *Root) Fd() int { return r.fd }
+
+func (r *Root) acquire() { r.refs.Add(1) }
+
+func (r *Root) release() {
+	if r.refs.Add(-1) == 0 && r.fd >= 0 {
+		if r.os != nil {
+			r.os.Close()
+		}
+		unix.Close(r.fd)
+		r.fd = -1
+	}
+}
+
+// Entry is one path found by the walk.
+type Entry struct {
+	Root  *Root
+	Rel   string // path below Root.Path; "" for the root itself
+	Type  Type
+	Depth int
+	Err   error // the walk failed at this path (unreadable directory, vanished, loop)
+}
+
+// Path is the path as the user sees it: the root argument joined with Rel, without
+// cleaning, so that `pbatch hash ./d` prints `./d/f` as find does.
+func (e *Entry) Path() string {
+	switch {
+	case e.Rel == "":
+		return e.Root.Path
+	case strings.HasSuffix(e.Root.Path, "/"):
+		return e.Root.Path + e.Rel
+	default:
+		return e.Root.Path + "/" + e.Rel
+	}
+}
+
+// AppendPath appends Path() to b without allocating a string.
+func (e *Entry) AppendPath(b []byte) []byte {
+	b = append(b, e.Root.Path...)
+	if e.Rel == "" {
+		return b
+	}
+	if !strings.HasSuffix(e.Root.Path, "/") {
+		b = append(b, '/')
+	}
+	return append(b, e.Rel...)
+}
+
+// Done tells the walker the consumer no longer needs the entry's root descriptor.
+// Every entry received from Walk must be passed to Done exactly once.
+func (e *Entry) Done() {
+	if e.Root != nil {
+		e.Root.release()
+	}
+}
+
+// noOpenat2 is set when the kernel lacks openat2 (before 5.6) or when
+// PBATCH_NO_OPENAT2 is set (used by tests to exercise the os.Root fallback).
+var noOpenat2 atomic.Bool
+
+func init() {
+	if os.Getenv("PBATCH_NO_OPENAT2") != "" {
+		noOpenat2.Store(true)
+		return
+	}
+	fd, err := unix.Openat2(unix.AT_FDCWD, "/", &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC})
+	if err == nil {
+		unix.Close(fd)
+	}
+	noOpenat2.Store(err == unix.ENOSYS)
+}
+
+// Open opens the entry for reading without following a symlink in any component
+// below the root (unless follow): openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or
+// os.Root where openat2 is unavailable. The open never blocks on a FIFO and never
+// acquires a controlling terminal; callers must fstat to learn what they got.
+func (e *Entry) Open(follow bool) (int, error) {
+	const flags = unix.O_RDONLY | unix.O_NONBLOCK | unix.O_CLOEXEC | unix.O_NOCTTY
+	if e.Root.fd < 0 {
+		// A non-directory PATH argument is opened as named: the user chose it,
+		// as with find -H.
+		return retryEINTR(func() (int, error) { return unix.Open(e.Root.Path, flags, 0) })
+	}
+	return openBeneath(e.Root, e.Rel, flags, follow)
+}
+
+func openBeneath(r *Root, rel string, flags int, follow bool) (int, error) {
+	if !follow {
+		flags |= unix.O_NOFOLLOW
+	}
+	if !noOpenat2.Load() {
+		how := unix.OpenHow{Flags: uint64(flags), Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS}
+		if follow {
+			// -L asks for symlinks to be followed, even out of the tree.
+			how.Resolve = 0
+		}
+		return retryEINTR(func() (int, error) { return unix.Openat2(r.fd, rel, &how) })
+	}
+	if follow {
+		return retryEINTR(func() (int, error) { return unix.Openat(r.fd, rel, flags, 0) })
+	}
+	// Fallback: os.Root never resolves a path outside the root, even through
+	// symlinks or "..", though it may follow a symlink that stays inside it.
+	if r.os == nil {
+		return -1, fmt.Errorf("no root handle")
+	}
+	f, err := r.os.OpenFile(rel, flags, 0)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return -1, pe.Err
+		}
+		return -1, err
+	}
+	defer f.Close()
+	return unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+}
+
+func retryEINTR(f func() (int, error)) (int, error) {
+	for {
+		fd, err := f()
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}

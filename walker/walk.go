@@ -1,0 +1,455 @@
+package walker
+
+import (
+	"context"
+	"errors"
+	"iter"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+
+	"github.com/karrick/godirwalk"
+	"golang.org/x/sys/unix"
+)
+
+// Options controls a walk. The zero value walks everything below the roots,
+// does not follow symlinks and does not emit directories.
+type Options struct {
+	Follow        bool    // -L: follow symlinks, even out of the tree; loops are cut
+	OneFileSystem bool    // -x: do not descend into directories on other devices
+	MaxDepth      int     // as find -maxdepth; negative means no limit
+	Dirs          bool    // emit directories as entries too
+	Sorted        bool    // one reader, names in byte order: the same tree gives the same order
+	Readers       int     // directories read at once when not Sorted; default 4
+	Filter        *Filter // nil selects everything
+	// BatchSize is asked for the size of each batch as it is started, so that the
+	// consumer can trade per-batch overhead against load balance; default 64.
+	BatchSize func() int
+}
+
+// ErrSymlinkInPath is returned when a path below a root turned into a symlink (or
+// "..") after it was listed: opening it would leave the tree.
+var ErrSymlinkInPath = errors.New("not followed: path now contains a symbolic link")
+
+// Walk sends every entry below roots to out, in batches, and returns when all roots
+// are walked or ctx is done. Directories are read by several goroutines at once
+// (one when Sorted), all of which have returned when Walk returns. Per-path problems
+// are entries with Err set; the returned error is ctx's or the root source's. Walk
+// does not close out. The receiver owns each batch and must call Done on every entry.
+func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out chan<- []Entry) error {
+	if opt.Readers <= 0 {
+		opt.Readers = 4
+	}
+	if opt.BatchSize == nil {
+		opt.BatchSize = func() int { return 64 }
+	}
+	w := &walk{ctx: ctx, opt: opt, out: out, visited: make(map[devIno]struct{})}
+	w.cond.L = &w.mu
+	stop := context.AfterFunc(ctx, func() {
+		w.mu.Lock()
+		w.cond.Broadcast()
+		w.mu.Unlock()
+	})
+	defer stop()
+
+	var wg sync.WaitGroup
+	if !opt.Sorted {
+		for range opt.Readers {
+			wg.Go(w.reader)
+		}
+	}
+	feeder := w.newEmitter()
+	var srcErr error
+	for p, err := range roots {
+		if err != nil {
+			srcErr = err
+			break
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		w.feed(p, feeder)
+	}
+	feeder.flush()
+	w.mu.Lock()
+	w.fed = true
+	w.cond.Broadcast()
+	w.mu.Unlock()
+	wg.Wait()
+	// Jobs left after cancellation still hold their root.
+	for _, j := range w.stack {
+		j.root.release()
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return srcErr
+}
+
+type devIno struct{ dev, ino uint64 }
+
+type dirJob struct {
+	root  *Root
+	rel   string
+	depth int
+}
+
+type walk struct {
+	ctx context.Context
+	opt Options
+	out chan<- []Entry
+
+	mu      sync.Mutex
+	cond    sync.Cond
+	stack   []dirJob // directories waiting to be read; LIFO keeps it short
+	pending int      // jobs pushed and not yet finished
+	fed     bool     // every root has been fed
+
+	visitMu sync.Mutex
+	visited map[devIno]struct{} // every directory read, so each is read once
+}
+
+// emitter collects one goroutine's entries into batches.
+type emitter struct {
+	w     *walk
+	batch []Entry
+}
+
+func (w *walk) newEmitter() *emitter { return &emitter{w: w} }
+
+func (em *emitter) add(e Entry) {
+	if em.batch == nil {
+		n := max(em.w.opt.BatchSize(), 1)
+		em.batch = make([]Entry, 0, n)
+	}
+	e.Root.acquire()
+	em.batch = append(em.batch, e)
+	if len(em.batch) == cap(em.batch) {
+		em.flush()
+	}
+}
+
+func (em *emitter) flush() {
+	if len(em.batch) == 0 {
+		return
+	}
+	b := em.batch
+	em.batch = nil
+	select {
+	case em.w.out <- b:
+	case <-em.w.ctx.Done():
+		for i := range b {
+			b[i].Done()
+		}
+	}
+}
+
+// feed turns one PATH argument into a root. Arguments are resolved as named, following
+// symlinks (as find -H does): the user chose them. What is below them is not.
+func (w *walk) feed(path string, em *emitter) {
+	if path == "" {
+		em.add(Entry{Root: &Root{Path: path, fd: -1}, Err: unix.ENOENT})
+		return
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		em.add(Entry{Root: &Root{Path: path, fd: -1}, Err: err})
+		return
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		em.add(Entry{Root: &Root{Path: path, fd: -1}, Type: typeOfMode(st.Mode)})
+		return
+	}
+	fd, err := retryEINTR(func() (int, error) {
+		return unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	})
+	if err == nil {
+		err = unix.Fstat(fd, &st)
+	}
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		em.add(Entry{Root: &Root{Path: path, fd: -1}, Type: Dir, Err: err})
+		return
+	}
+	root := &Root{Path: path, fd: fd, dev: st.Dev}
+	if noOpenat2.Load() {
+		if root.os, err = os.OpenRoot(procFd(fd)); err != nil {
+			unix.Close(fd)
+			em.add(Entry{Root: &Root{Path: path, fd: -1}, Type: Dir, Err: err})
+			return
+		}
+	}
+	root.acquire() // held by the job until the root directory has been read
+	job := dirJob{root: root}
+	if w.opt.Sorted {
+		w.readDir(job, em, make([]byte, scratchSize))
+		root.release()
+		return
+	}
+	em.flush() // entries of earlier file roots should not wait for this tree
+	w.mu.Lock()
+	for len(w.stack) >= 2*w.opt.Readers && w.ctx.Err() == nil {
+		w.cond.Wait() // bound the roots read ahead from stdin
+	}
+	w.stack = append(w.stack, job)
+	w.pending++
+	w.cond.Signal()
+	w.mu.Unlock()
+}
+
+const scratchSize = 32 << 10
+
+func (w *walk) reader() {
+	em := w.newEmitter()
+	scratch := make([]byte, scratchSize)
+	for {
+		job, ok := w.next(em)
+		if !ok {
+			em.flush()
+			return
+		}
+		w.readDir(job, em, scratch)
+		job.root.release()
+		w.mu.Lock()
+		w.pending--
+		w.cond.Broadcast() // wakes idle readers at the end, and a waiting feeder
+		w.mu.Unlock()
+	}
+}
+
+func (w *walk) next(em *emitter) (dirJob, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for len(w.stack) == 0 {
+		if (w.pending == 0 && w.fed) || w.ctx.Err() != nil {
+			return dirJob{}, false
+		}
+		if len(em.batch) > 0 {
+			// Nothing to read right now: hand over what we hold before sleeping,
+			// so workers never wait on entries parked in an idle reader.
+			w.mu.Unlock()
+			em.flush()
+			w.mu.Lock()
+			continue
+		}
+		w.cond.Wait()
+	}
+	if w.ctx.Err() != nil {
+		return dirJob{}, false
+	}
+	job := w.stack[len(w.stack)-1]
+	w.stack = w.stack[:len(w.stack)-1]
+	return job, true
+}
+
+func (w *walk) push(job dirJob) {
+	job.root.acquire()
+	w.mu.Lock()
+	w.stack = append(w.stack, job)
+	w.pending++
+	w.cond.Signal()
+	w.mu.Unlock()
+}
+
+func (w *walk) visit(st *unix.Stat_t) bool {
+	k := devIno{uint64(st.Dev), st.Ino}
+	w.visitMu.Lock()
+	defer w.visitMu.Unlock()
+	if _, ok := w.visited[k]; ok {
+		return false
+	}
+	w.visited[k] = struct{}{}
+	return true
+}
+
+// ErrVisited marks a directory reached a second time: through a symlink loop (-L),
+// a bind mount, or overlapping PATH arguments. It is read only once.
+var ErrVisited = errors.New("directory already visited (filesystem loop or overlapping path)")
+
+func procFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// readDir reads one directory: opens it beneath its root, emits it (Dirs), then
+// emits its non-directory children and pushes (or, Sorted, descends into) its
+// subdirectories.
+func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
+	fd := job.root.fd
+	if job.rel != "" {
+		var err error
+		fd, err = openBeneath(job.root, job.rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, w.opt.Follow)
+		if err != nil {
+			em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: openErr(err, w.opt.Follow)})
+			return
+		}
+		defer unix.Close(fd)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: err})
+		return
+	}
+	if !w.visit(&st) {
+		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: ErrVisited})
+		return
+	}
+	if w.opt.Dirs {
+		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth})
+	}
+	if job.rel != "" && w.opt.OneFileSystem && st.Dev != job.root.dev {
+		return // a mount point: listed, not entered (find -xdev)
+	}
+	if w.opt.MaxDepth >= 0 && job.depth >= w.opt.MaxDepth {
+		return
+	}
+	// godirwalk reads by path; /proc/self/fd/N names the directory we opened
+	// safely, so a directory swapped for a symlink meanwhile is never listed.
+	sc, err := godirwalk.NewScannerWithScratchBuffer(procFd(fd), scratch)
+	if err != nil {
+		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: unwrapPathErr(err)})
+		return
+	}
+	var sorted []child
+	for sc.Scan() {
+		if w.ctx.Err() != nil {
+			sc.Close()
+			return
+		}
+		var mt os.FileMode
+		de, err := sc.Dirent()
+		if err == nil {
+			mt = de.ModeType()
+		}
+		c := child{name: sc.Name(), mode: mt, err: err}
+		if w.opt.Sorted {
+			sorted = append(sorted, c)
+			continue
+		}
+		if sub, ok := w.child(job, fd, c, em); ok {
+			w.push(sub)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: unwrapPathErr(err)})
+	}
+	if w.opt.Sorted {
+		slices.SortFunc(sorted, func(a, b child) int {
+			switch {
+			case a.name < b.name:
+				return -1
+			case a.name > b.name:
+				return 1
+			}
+			return 0
+		})
+		for _, c := range sorted {
+			if w.ctx.Err() != nil {
+				return
+			}
+			if sub, ok := w.child(job, fd, c, em); ok {
+				job.root.acquire()
+				w.readDir(sub, em, scratch)
+				job.root.release()
+			}
+		}
+	}
+}
+
+type child struct {
+	name string
+	mode os.FileMode
+	err  error
+}
+
+// child emits one listed name, or returns the directory job to read for it.
+func (w *walk) child(job dirJob, dirfd int, c child, em *emitter) (dirJob, bool) {
+	rel := c.name
+	if job.rel != "" {
+		rel = job.rel + "/" + c.name
+	}
+	e := Entry{Root: job.root, Rel: rel, Depth: job.depth + 1}
+	if c.err != nil {
+		e.Err = unwrapPathErr(c.err)
+		if errors.Is(e.Err, unix.ENOENT) {
+			e.Err = ErrVanished
+		}
+		em.add(e)
+		return dirJob{}, false
+	}
+	e.Type = typeOfFileMode(c.mode)
+	if e.Type == Symlink && w.opt.Follow {
+		var st unix.Stat_t
+		err := unix.Fstatat(dirfd, c.name, &st, 0)
+		switch {
+		case err == unix.ENOENT:
+			e.Err = ErrDangling
+		case err != nil:
+			e.Err = err
+		default:
+			e.Type = typeOfMode(st.Mode)
+		}
+	}
+	if e.Type == Dir {
+		if w.opt.Filter.Excluded(rel) {
+			return dirJob{}, false
+		}
+		return dirJob{root: job.root, rel: rel, depth: e.Depth}, true
+	}
+	if !w.opt.Filter.Selected(rel) {
+		return dirJob{}, false
+	}
+	em.add(e)
+	return dirJob{}, false
+}
+
+func typeOfMode(m uint32) Type {
+	switch m & unix.S_IFMT {
+	case unix.S_IFREG:
+		return File
+	case unix.S_IFDIR:
+		return Dir
+	case unix.S_IFLNK:
+		return Symlink
+	}
+	return Other
+}
+
+func typeOfFileMode(m os.FileMode) Type {
+	switch {
+	case m.IsRegular():
+		return File
+	case m.IsDir():
+		return Dir
+	case m&os.ModeSymlink != 0:
+		return Symlink
+	}
+	return Other
+}
+
+// openErr turns an open failure below a root into what the user should read.
+func openErr(err error, follow bool) error {
+	switch {
+	case err == unix.ENOENT:
+		return ErrVanished
+	case !follow && (err == unix.ELOOP || err == unix.EXDEV):
+		return ErrSymlinkInPath
+	}
+	return err
+}
+
+// OpenErr is openErr for tasks: they open entries with Entry.Open.
+func OpenErr(e *Entry, err error, follow bool) error {
+	if e.Rel == "" {
+		return err // a PATH argument that is missing is a failure, not a vanished entry
+	}
+	return openErr(err, follow)
+}
+
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
