@@ -345,7 +345,6 @@ func appendJSONString(b, s []byte) []byte {
 // listFormat prints bare paths for pipelines.
 type listFormat struct {
 	null bool
-	path []byte
 }
 
 func (f *listFormat) all() bool { return false }

@@ -168,11 +168,13 @@ func openBeneath(r *Root, rel string, flags int, follow bool) (int, error) {
 	}
 	f, err := r.os.OpenFile(rel, flags, 0)
 	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			return -1, pe.Err
+		var en unix.Errno
+		if errors.As(err, &en) {
+			return -1, en
 		}
-		return -1, err
+		// os.Root's only non-errno failure is "path escapes from parent": the
+		// same verdict as openat2's RESOLVE_BENEATH.
+		return -1, unix.EXDEV
 	}
 	defer f.Close()
 	return unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)

@@ -28,6 +28,15 @@ type Options struct {
 	BatchSize func() int
 }
 
+func (o *Options) setDefaults() {
+	if o.Readers <= 0 {
+		o.Readers = 4
+	}
+	if o.BatchSize == nil {
+		o.BatchSize = func() int { return 64 }
+	}
+}
+
 // ErrSymlinkInPath is returned when a path below a root turned into a symlink (or
 // "..") after it was listed: opening it would leave the tree.
 var ErrSymlinkInPath = errors.New("not followed: path now contains a symbolic link")
@@ -38,12 +47,7 @@ var ErrSymlinkInPath = errors.New("not followed: path now contains a symbolic li
 // are entries with Err set; the returned error is ctx's or the root source's. Walk
 // does not close out. The receiver owns each batch and must call Done on every entry.
 func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out chan<- []Entry) error {
-	if opt.Readers <= 0 {
-		opt.Readers = 4
-	}
-	if opt.BatchSize == nil {
-		opt.BatchSize = func() int { return 64 }
-	}
+	opt.setDefaults()
 	w := &walk{ctx: ctx, opt: opt, out: out, visited: make(map[devIno]struct{})}
 	w.cond.L = &w.mu
 	stop := context.AfterFunc(ctx, func() {

@@ -1,0 +1,405 @@
+package walker
+
+import (
+	"context"
+	"errors"
+	"iter"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// mktree builds a tree from path → content; content "->X" makes a symlink to X,
+// "|fifo" a FIFO, and a path ending in "/" an empty directory.
+func mktree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	root := t.TempDir()
+	for p, c := range files {
+		full := filepath.Join(root, p)
+		if strings.HasSuffix(p, "/") {
+			if err := os.MkdirAll(full, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		switch {
+		case strings.HasPrefix(c, "->"):
+			err = os.Symlink(c[2:], full)
+		case c == "|fifo":
+			err = unix.Mkfifo(full, 0o644)
+		default:
+			err = os.WriteFile(full, []byte(c), 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+func paths(ps ...string) iter.Seq2[string, error] {
+	return func(yield func(string, error) bool) {
+		for _, p := range ps {
+			if !yield(p, nil) {
+				return
+			}
+		}
+	}
+}
+
+// walkAll runs Walk and returns "rel:type[:err]" strings in emission order.
+func walkAll(t *testing.T, opt Options, roots ...string) []string {
+	t.Helper()
+	out := make(chan []Entry, 4)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- Walk(context.Background(), paths(roots...), opt, out)
+		close(out)
+	}()
+	var res []string
+	for b := range out {
+		for i := range b {
+			e := &b[i]
+			s := e.Rel + ":" + e.Type.String()
+			if e.Rel == "" {
+				s = filepath.Base(e.Root.Path) + ":" + e.Type.String()
+			}
+			if e.Err != nil {
+				s += ":" + e.Err.Error()
+			}
+			res = append(res, s)
+			e.Done()
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("Walk: %v", err)
+	}
+	return res
+}
+
+func sorted(s []string) []string { slices.Sort(s); return s }
+
+var basicTree = map[string]string{
+	"a.txt":          "a",
+	"b.log":          "b",
+	"sub/c.txt":      "c",
+	"sub/deep/d.go":  "d",
+	"sub/deep/e.txt": "e",
+	"skip/f.txt":     "f",
+	"link":           "->a.txt",
+	"pipe":           "|fifo",
+	"empty/":         "",
+}
+
+func TestWalkTypesAndModes(t *testing.T) {
+	root := mktree(t, basicTree)
+	want := []string{
+		"a.txt:file", "b.log:file", "link:symbolic link", "pipe:special file",
+		"skip/f.txt:file", "sub/c.txt:file", "sub/deep/d.go:file", "sub/deep/e.txt:file",
+	}
+	for _, tc := range []struct {
+		name string
+		opt  Options
+	}{
+		{"parallel", Options{MaxDepth: -1}},
+		{"parallel-one-reader", Options{MaxDepth: -1, Readers: 1}},
+		{"sorted", Options{MaxDepth: -1, Sorted: true}},
+		{"batch-of-one", Options{MaxDepth: -1, BatchSize: func() int { return 1 }}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if g := sorted(walkAll(t, tc.opt, root)); !slices.Equal(g, want) {
+				t.Errorf("got %q\nwant %q", g, want)
+			}
+		})
+	}
+}
+
+func TestWalkSortedOrderIsDepthFirstByName(t *testing.T) {
+	root := mktree(t, basicTree)
+	want := []string{
+		"a.txt:file", "b.log:file", "link:symbolic link", "pipe:special file",
+		"skip/f.txt:file", "sub/c.txt:file", "sub/deep/d.go:file", "sub/deep/e.txt:file",
+	}
+	for range 3 {
+		if g := walkAll(t, Options{MaxDepth: -1, Sorted: true}, root); !slices.Equal(g, want) {
+			t.Fatalf("got %q\nwant %q", g, want)
+		}
+	}
+}
+
+func TestWalkFilters(t *testing.T) {
+	root := mktree(t, basicTree)
+	for _, tc := range []struct {
+		name             string
+		include, exclude []string
+		maxDepth         int
+		want             []string
+	}{
+		{"include base name", []string{"*.txt"}, nil, -1,
+			[]string{"a.txt:file", "skip/f.txt:file", "sub/c.txt:file", "sub/deep/e.txt:file"}},
+		{"exclude prunes dir", nil, []string{"skip", "sub"}, -1,
+			[]string{"a.txt:file", "b.log:file", "link:symbolic link", "pipe:special file"}},
+		{"path glob with **", []string{"sub/**/*.txt"}, nil, -1,
+			[]string{"sub/c.txt:file", "sub/deep/e.txt:file"}},
+		{"path glob one level", []string{"sub/*"}, nil, -1, []string{"sub/c.txt:file"}},
+		{"include and exclude", []string{"*.txt"}, []string{"sub/deep"}, -1,
+			[]string{"a.txt:file", "skip/f.txt:file", "sub/c.txt:file"}},
+		{"max-depth 1", nil, nil, 1,
+			[]string{"a.txt:file", "b.log:file", "link:symbolic link", "pipe:special file"}},
+		{"max-depth 2", []string{"*.txt"}, nil, 2,
+			[]string{"a.txt:file", "skip/f.txt:file", "sub/c.txt:file"}},
+		{"max-depth 0", nil, nil, 0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := NewFilter(tc.include, tc.exclude)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := sorted(walkAll(t, Options{MaxDepth: tc.maxDepth, Filter: f}, root))
+			if !slices.Equal(g, tc.want) {
+				t.Errorf("got %q\nwant %q", g, tc.want)
+			}
+		})
+	}
+}
+
+func TestWalkDirsOption(t *testing.T) {
+	root := mktree(t, map[string]string{"a": "a", "d/b": "b", "d/e/": ""})
+	g := sorted(walkAll(t, Options{MaxDepth: -1, Dirs: true}, root))
+	want := []string{filepath.Base(root) + ":directory", "a:file", "d/b:file", "d/e:directory", "d:directory"}
+	if !slices.Equal(g, sorted(want)) {
+		t.Errorf("got %q\nwant %q", g, want)
+	}
+}
+
+func TestWalkFollowLoopTerminates(t *testing.T) {
+	root := mktree(t, map[string]string{
+		"a/f":       "f",
+		"a/up":      "->..",
+		"a/self":    "->.",
+		"b/to-a":    "->../a",
+		"dangling":  "->nowhere",
+		"file-link": "->a/f",
+	})
+	g := sorted(walkAll(t, Options{MaxDepth: -1, Follow: true, Sorted: true}, root))
+	// Every directory is read once; later arrivals are reported, not walked.
+	files := 0
+	for _, s := range g {
+		if strings.HasSuffix(s, ":file") {
+			files++
+		}
+	}
+	if files != 2 { // a/f and file-link
+		t.Errorf("files found: %d, want 2: %q", files, g)
+	}
+	if !slices.Contains(g, "dangling:symbolic link:"+ErrDangling.Error()) {
+		t.Errorf("dangling link not reported: %q", g)
+	}
+	visited := 0
+	for _, s := range g {
+		if strings.HasSuffix(s, ErrVisited.Error()) {
+			visited++
+		}
+	}
+	if visited != 3 { // a/up, a/self, b/to-a (or a, whichever came second)
+		t.Errorf("loop reports: %d, want 3: %q", visited, g)
+	}
+}
+
+func TestWalkOverlappingRootsReadOnce(t *testing.T) {
+	root := mktree(t, map[string]string{"sub/f": "f", "g": "g"})
+	g := sorted(walkAll(t, Options{MaxDepth: -1, Sorted: true}, root, filepath.Join(root, "sub")))
+	want := []string{"g:file", "sub/f:file", "sub:directory:" + ErrVisited.Error()}
+	if !slices.Equal(g, want) {
+		t.Errorf("got %q\nwant %q", g, want)
+	}
+}
+
+func TestWalkRootErrorsAndFileRoots(t *testing.T) {
+	root := mktree(t, map[string]string{"f": "f", "pipe": "|fifo"})
+	g := walkAll(t, Options{MaxDepth: -1, Sorted: true},
+		filepath.Join(root, "missing"), filepath.Join(root, "f"), filepath.Join(root, "pipe"))
+	want := []string{"missing:file:no such file or directory", "f:file", "pipe:special file"}
+	if !slices.Equal(g, want) {
+		t.Errorf("got %q\nwant %q", g, want)
+	}
+}
+
+func TestWalkVanishedDirectoryIsANote(t *testing.T) {
+	root := mktree(t, map[string]string{"ok": "x", "vanish/x": "y"})
+	// A directory removed between listing and reading: read it directly.
+	out := make(chan []Entry, 16)
+	opt := Options{MaxDepth: -1}
+	opt.setDefaults()
+	w := &walk{ctx: context.Background(), opt: opt, out: out, visited: map[devIno]struct{}{}}
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Root{Path: root, fd: fd}
+	r.acquire()
+	if err := os.RemoveAll(filepath.Join(root, "vanish")); err != nil {
+		t.Fatal(err)
+	}
+	em := w.newEmitter()
+	w.readDir(dirJob{root: r, rel: "vanish", depth: 1}, em, make([]byte, scratchSize))
+	em.flush()
+	b := <-out
+	if len(b) != 1 || !errors.Is(b[0].Err, ErrVanished) || b[0].Rel != "vanish" {
+		t.Fatalf("got %+v, want one vanished entry for vanish", b)
+	}
+	b[0].Done()
+	r.release()
+}
+
+func countFds(t *testing.T) int {
+	t.Helper()
+	des, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(des)
+}
+
+func TestRootDescriptorsAreClosed(t *testing.T) {
+	root := mktree(t, basicTree)
+	before := countFds(t)
+	for range 5 {
+		walkAll(t, Options{MaxDepth: -1}, root, root+"/sub", root+"/a.txt")
+	}
+	if after := countFds(t); after != before {
+		t.Errorf("open descriptors: %d before, %d after: root descriptors leak", before, after)
+	}
+}
+
+// TestOpenNeverLeavesTheTree swaps a listed directory for a symlink to a directory
+// outside the tree: opening entries below it must fail, with openat2 and with the
+// os.Root fallback.
+func TestOpenNeverLeavesTheTree(t *testing.T) {
+	for _, fallback := range []bool{false, true} {
+		name := "openat2"
+		if fallback {
+			name = "os.Root"
+		}
+		t.Run(name, func(t *testing.T) {
+			old := noOpenat2.Load()
+			noOpenat2.Store(fallback)
+			defer noOpenat2.Store(old)
+			outside := mktree(t, map[string]string{"secret": "outside"})
+			root := mktree(t, map[string]string{"d/secret": "inside", "f": "f"})
+			out := make(chan []Entry, 16)
+			errc := make(chan error, 1)
+			go func() {
+				errc <- Walk(context.Background(), paths(root), Options{MaxDepth: -1, Sorted: true}, out)
+				close(out)
+			}()
+			var es []Entry
+			for b := range out {
+				es = append(es, b...)
+			}
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			// The walk is over, the entries still hold the root open.
+			if err := os.RemoveAll(filepath.Join(root, "d")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(outside, filepath.Join(root, "d")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(filepath.Join(root, "f")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(filepath.Join(outside, "secret"), filepath.Join(root, "f")); err != nil {
+				t.Fatal(err)
+			}
+			for i := range es {
+				e := &es[i]
+				fd, err := e.Open(false)
+				if err == nil {
+					buf := make([]byte, 64)
+					n, _ := unix.Read(fd, buf)
+					unix.Close(fd)
+					if string(buf[:n]) == "outside" {
+						t.Errorf("%s: read a file outside the tree through a swapped symlink", e.Rel)
+					}
+				} else if !errors.Is(err, syscall.ELOOP) && !errors.Is(err, syscall.EXDEV) && !errors.Is(err, syscall.ENOTDIR) {
+					t.Errorf("%s: unexpected error %v", e.Rel, err)
+				}
+				e.Done()
+			}
+		})
+	}
+}
+
+func TestFilterPatterns(t *testing.T) {
+	for _, tc := range []struct {
+		include, exclude []string
+		rel              string
+		want             bool
+	}{
+		{[]string{"*.txt"}, nil, "a/b/c.txt", true},
+		{[]string{"*.txt"}, nil, "a/b/c.log", false},
+		{[]string{"a/*.txt"}, nil, "a/b/c.txt", false},
+		{[]string{"a/**/*.txt"}, nil, "a/b/c.txt", true},
+		{[]string{"**/c.txt"}, nil, "c.txt", true},
+		{[]string{"/a/*.txt"}, nil, "a/x.txt", true},
+		{nil, []string{"c.*"}, "a/c.txt", false},
+		{nil, []string{"{x,c}.txt"}, "a/c.txt", false},
+		{[]string{"[ab].txt"}, nil, "b.txt", true},
+		{[]string{"a,b.txt"}, nil, "a,b.txt", true},
+	} {
+		f, err := NewFilter(tc.include, tc.exclude)
+		if err != nil {
+			t.Fatalf("%v %v: %v", tc.include, tc.exclude, err)
+		}
+		if got := f.Selected(tc.rel); got != tc.want {
+			t.Errorf("include %q exclude %q: Selected(%q) = %v, want %v", tc.include, tc.exclude, tc.rel, got, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "[", "a/[b"} {
+		if _, err := NewFilter([]string{bad}, nil); err == nil {
+			t.Errorf("NewFilter(%q): got nil error, want invalid pattern", bad)
+		}
+	}
+}
+
+func TestEntryPath(t *testing.T) {
+	for _, tc := range []struct{ root, rel, want string }{
+		{"tree", "a/b", "tree/a/b"},
+		{"tree/", "a", "tree/a"},
+		{".", "a", "./a"},
+		{"/", "etc", "/etc"},
+		{"f.txt", "", "f.txt"},
+	} {
+		e := Entry{Root: &Root{Path: tc.root}, Rel: tc.rel}
+		if got := e.Path(); got != tc.want {
+			t.Errorf("Path(%q, %q) = %q, want %q", tc.root, tc.rel, got, tc.want)
+		}
+		if got := string(e.AppendPath(nil)); got != tc.want {
+			t.Errorf("AppendPath(%q, %q) = %q, want %q", tc.root, tc.rel, got, tc.want)
+		}
+	}
+}
+
+func TestWalkCancelReturns(t *testing.T) {
+	root := mktree(t, basicTree)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	out := make(chan []Entry) // nobody reads: Walk must not block on it
+	if err := Walk(ctx, paths(root, root), Options{MaxDepth: -1}, out); !errors.Is(err, context.Canceled) {
+		t.Errorf("Walk after cancel: %v, want context.Canceled", err)
+	}
+}
