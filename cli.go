@@ -47,6 +47,12 @@ type engineOpts struct {
 	keepOrder bool
 	quiet     bool
 	format    string
+
+	// Set by commands, not flags.
+	dirs         bool // the task receives directories too
+	preserveRoot bool // refuse "/"
+	meta         bool // chmod/chown summary
+	dryRun       bool
 }
 
 func engineFlags(o *engineOpts) []cli.Flag {
@@ -102,6 +108,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		}
 		return usagef(name, "%s", msg)
 	}
+	// chown needs -h for --no-dereference, as chown(1) has it; help is --help.
+	cli.HelpFlag = &cli.BoolFlag{Name: "help", Usage: "show help"}
 	app := &cli.App{
 		Name:      "pbatch",
 		Usage:     "run a task over every file in many directory trees, in parallel",
@@ -141,6 +149,41 @@ func commands(stdin io.Reader, stdout, stderr io.Writer) []*cli.Command {
 		tag       bool
 	}
 	var list engineOpts
+	var chmod struct {
+		engineOpts
+		files, dirs    string
+		allowHardlinks bool
+		noPreserveRoot bool
+	}
+	var chown struct {
+		engineOpts
+		from           string
+		noDeref        bool
+		allowHardlinks bool
+		noPreserveRoot bool
+	}
+	metaFlags := func(o *engineOpts, allowHardlinks, noPreserveRoot *bool) []cli.Flag {
+		return []cli.Flag{
+			&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Destination: &o.dryRun,
+				Usage: "report what would change, change nothing"},
+			&cli.BoolFlag{Name: "allow-hardlinks", Destination: allowHardlinks,
+				Usage: "change regular files with several hard links (allowed anyway when fs.protected_hardlinks=1)"},
+			&cli.BoolFlag{Name: "no-preserve-root", Destination: noPreserveRoot,
+				Usage: "allow '/' as a PATH"},
+			&cli.StringFlag{Name: "format", Value: "text", Destination: &o.format,
+				Usage: "`FORMAT` of results: text (a line per changed entry) or json (one object per entry)"},
+		}
+	}
+	metaCheck := func(cmd string, o *engineOpts, noPreserveRoot bool) error {
+		if err := o.validate(cmd); err != nil {
+			return err
+		}
+		if o.follow {
+			return usagef(cmd, "-L/--follow is not supported: %s never follows symlinks", cmd)
+		}
+		o.dirs, o.meta, o.preserveRoot = true, true, !noPreserveRoot
+		return nil
+	}
 	return []*cli.Command{
 		{
 			Name:      "hash",
@@ -176,7 +219,7 @@ ALGORITHMS: ` + tasks.AlgorithmNames(),
 					return usagef("hash", "--tag and --format json cannot be combined")
 				}
 				f := &hashFormat{alg: alg, tag: hash.tag, json: hash.format == "json", null: hash.null}
-				return runEngine(c, "hash", &hash.engineOpts, tasks.NewHash(alg, hash.follow), f, stdin, stdout, stderr)
+				return runEngine(c.Context, "hash", c.Args().Slice(), &hash.engineOpts, tasks.NewHash(alg, hash.follow), f, stdin, stdout, stderr)
 			},
 		},
 		{
@@ -195,7 +238,110 @@ EXAMPLES:
 					return err
 				}
 				list.quiet = true // a path list is for pipelines: no summary
-				return runEngine(c, "list", &list, tasks.List{}, &listFormat{null: list.null}, stdin, stdout, stderr)
+				return runEngine(c.Context, "list", c.Args().Slice(), &list, tasks.List{}, &listFormat{null: list.null}, stdin, stdout, stderr)
+			},
+		},
+		{
+			Name:      "chmod",
+			Usage:     "set permission bits, writing only entries whose mode differs",
+			ArgsUsage: "MODE PATH…  |  --files MODE --dirs MODE PATH…",
+			Description: `MODE is chmod(1)'s: octal (644, 2775) or symbolic (u+rwX,go-w; a=r; g=u), applied to
+regular files and directories. --files and --dirs give each type its own mode in one
+pass (then no MODE argument). Entries already right get no write (ctime unchanged).
+Every change goes through a descriptor of the inode examined, opened beneath its PATH
+without following symlinks: symlinks, FIFOs, sockets and devices are left alone,
+and files with several hard links are skipped unless allowed. A directory whose new
+mode removes the owner's read or search bit is changed after its children. Use --
+before a MODE that starts with '-' (pbatch chmod -- -w PATH).
+
+EXAMPLES:
+   pbatch chmod --files 0644 --dirs 0755 /srv/www
+   pbatch chmod -n go-w /home/shared          # dry run: what would change
+   pbatch chmod u+rwX,g+rX,o= --exclude .git /srv/git`,
+			Flags: append(append(engineFlags(&chmod.engineOpts),
+				&cli.StringFlag{Name: "files", Destination: &chmod.files, Usage: "`MODE` for regular files"},
+				&cli.StringFlag{Name: "dirs", Destination: &chmod.dirs, Usage: "`MODE` for directories"},
+			), metaFlags(&chmod.engineOpts, &chmod.allowHardlinks, &chmod.noPreserveRoot)...),
+			Action: func(c *cli.Context) error {
+				if err := metaCheck("chmod", &chmod.engineOpts, chmod.noPreserveRoot); err != nil {
+					return err
+				}
+				var files, dirs *tasks.Mode
+				parse := func(s string) (*tasks.Mode, error) {
+					m, err := tasks.ParseMode(s)
+					if err != nil {
+						return nil, usagef("chmod", "%s", err)
+					}
+					return m, nil
+				}
+				var err error
+				paths := c.Args().Slice()
+				if chmod.files != "" || chmod.dirs != "" {
+					if chmod.files != "" {
+						if files, err = parse(chmod.files); err != nil {
+							return err
+						}
+					}
+					if chmod.dirs != "" {
+						if dirs, err = parse(chmod.dirs); err != nil {
+							return err
+						}
+					}
+				} else {
+					if c.Args().Len() == 0 {
+						return usagef("chmod", "missing MODE")
+					}
+					if files, err = parse(c.Args().First()); err != nil {
+						return err
+					}
+					dirs = files
+					paths = paths[1:]
+				}
+				t := tasks.NewChmod(files, dirs, tasks.MetaOptions{DryRun: chmod.dryRun, AllowHardlinks: chmod.allowHardlinks})
+				return runEngine(c.Context, "chmod", paths, &chmod.engineOpts, t, &metaFormat{json: chmod.format == "json", null: chmod.null}, stdin, stdout, stderr)
+			},
+		},
+		{
+			Name:      "chown",
+			Usage:     "set owner and group, writing only entries whose owner differs",
+			ArgsUsage: "OWNER[:GROUP] PATH…",
+			Description: `OWNER and GROUP are names or numeric ids (+N is always numeric); ":GROUP" changes only
+the group, "OWNER:" sets the owner's login group. --from changes only entries whose
+current owner (and group) match, as chown(1) does. Entries already right get no write.
+Changes go through a descriptor of the inode examined, opened beneath its PATH without
+following symlinks; symlinks are skipped unless -h changes the links themselves. The
+kernel clears setuid/setgid bits of files whose owner changes; pbatch does not restore them.
+(Help is --help: -h means --no-dereference here, as in chown.)
+
+EXAMPLES:
+   pbatch chown www-data:www-data /srv/www
+   pbatch chown --from 1001 alice /home/alice
+   pbatch chown -n :staff /srv/shared         # dry run`,
+			Flags: append(append(engineFlags(&chown.engineOpts),
+				&cli.StringFlag{Name: "from", Destination: &chown.from,
+					Usage: "change only entries owned by `CURRENT_OWNER[:GROUP]`"},
+				&cli.BoolFlag{Name: "no-dereference", Aliases: []string{"h"}, Destination: &chown.noDeref,
+					Usage: "change symbolic links themselves (default: skip them)"},
+			), metaFlags(&chown.engineOpts, &chown.allowHardlinks, &chown.noPreserveRoot)...),
+			Action: func(c *cli.Context) error {
+				if err := metaCheck("chown", &chown.engineOpts, chown.noPreserveRoot); err != nil {
+					return err
+				}
+				if c.Args().Len() == 0 {
+					return usagef("chown", "missing OWNER[:GROUP]")
+				}
+				to, err := tasks.ParseOwner(c.Args().First())
+				if err != nil {
+					return usagef("chown", "%s", err)
+				}
+				from := tasks.Owner{UID: -1, GID: -1}
+				if chown.from != "" {
+					if from, err = tasks.ParseOwner(chown.from); err != nil {
+						return usagef("chown", "--from: %s", err)
+					}
+				}
+				t := tasks.NewChown(to, from, chown.noDeref, tasks.MetaOptions{DryRun: chown.dryRun, AllowHardlinks: chown.allowHardlinks})
+				return runEngine(c.Context, "chown", c.Args().Tail(), &chown.engineOpts, t, &metaFormat{owner: true, json: chown.format == "json", null: chown.null}, stdin, stdout, stderr)
 			},
 		},
 	}

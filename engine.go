@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/urfave/cli/v2"
-
 	"pbatch/pool"
 	"pbatch/tasks"
 	"pbatch/walker"
@@ -42,9 +40,8 @@ type done struct {
 // Every channel is bounded, so a slow stage throttles the ones before it and memory
 // stays flat whatever the tree size. Each goroutine's owner and end is noted where
 // it starts; runEngine returns only after all of them have ended.
-func runEngine(c *cli.Context, cmd string, o *engineOpts, task tasks.Task, f formatter,
+func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts, task tasks.Task, f formatter,
 	stdin io.Reader, stdout, stderr io.Writer) error {
-	paths := c.Args().Slice()
 	if len(paths) == 0 {
 		return usagef(cmd, "no PATH given (use . for the current directory, - to read paths from stdin)")
 	}
@@ -62,7 +59,7 @@ func runEngine(c *cli.Context, cmd string, o *engineOpts, task tasks.Task, f for
 		return usagef(cmd, "%s", err)
 	}
 
-	ctx, cancel := context.WithCancelCause(c.Context)
+	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 
 	// Batch size adapts to the measured cost per file: large batches amortise
@@ -84,6 +81,8 @@ func runEngine(c *cli.Context, cmd string, o *engineOpts, task tasks.Task, f for
 		Readers:       min(max(o.workers, 2), 8),
 		Filter:        filter,
 		BatchSize:     batchSize,
+		Dirs:          o.dirs,
+		PreserveRoot:  o.preserveRoot,
 	}
 
 	entries := make(chan []walker.Entry, o.workers)
@@ -151,6 +150,7 @@ func runEngine(c *cli.Context, cmd string, o *engineOpts, task tasks.Task, f for
 	}()
 
 	col := newCollector(stdout, stderr, f, o.quiet)
+	col.meta, col.dryRun = o.meta, o.dryRun
 	col.start = time.Now()
 	pending := map[uint64][]tasks.Result{}
 	var next uint64
@@ -194,6 +194,9 @@ func runEngine(c *cli.Context, cmd string, o *engineOpts, task tasks.Task, f for
 			delete(pending, next)
 		}
 		next++
+	}
+	if fin, ok := task.(tasks.Finisher); ok {
+		col.addAll(fin.Finish(ctx))
 	}
 	col.flush()
 	srcErr := <-walkErr

@@ -38,7 +38,11 @@ type collector struct {
 	line   []byte
 	werr   error // first stdout error; nothing more is written after it
 
+	meta   bool // chmod/chown: count changed and unchanged entries
+	dryRun bool
+
 	files, bytes              int64
+	changed, unchanged        int64
 	failed, skipped, vanished int64
 }
 
@@ -53,13 +57,18 @@ func (c *collector) addAll(rs []tasks.Result) {
 }
 
 func (c *collector) add(r *tasks.Result) {
-	if r.Status == tasks.Failed && errors.Is(r.Err, context.Canceled) {
-		return // aborted by an interrupt, not a failure of the file
+	if r.Later || (r.Status == tasks.Failed && errors.Is(r.Err, context.Canceled)) {
+		return // reported later, or aborted by an interrupt
 	}
 	switch r.Status {
 	case tasks.OK:
 		c.files++
 		c.bytes += r.Size
+		if r.Modified {
+			c.changed++
+		} else {
+			c.unchanged++
+		}
 	case tasks.Skipped:
 		c.skipped++
 		c.note(r)
@@ -71,7 +80,9 @@ func (c *collector) add(r *tasks.Result) {
 		c.diag(r)
 	}
 	if r.Status == tasks.OK || c.f.all() {
-		c.write(c.f.record(c.line[:0], r))
+		if b := c.f.record(c.line[:0], r); len(b) > 0 {
+			c.write(b)
+		}
 	}
 }
 
@@ -130,9 +141,17 @@ func (c *collector) summary(interrupted bool) {
 	if interrupted {
 		b.WriteString("interrupted: ")
 	}
-	fmt.Fprintf(&b, "%s files, %s in %s", humanize.Comma(c.files), humanize.Bytes(uint64(c.bytes)), roundDuration(el))
-	if s := el.Seconds(); s > 0 {
-		fmt.Fprintf(&b, ", %s/s", humanize.Bytes(uint64(float64(c.bytes)/s)))
+	if c.meta {
+		verb := "changed"
+		if c.dryRun {
+			verb = "would change"
+		}
+		fmt.Fprintf(&b, "%s %s, %s unchanged in %s", humanize.Comma(c.changed), verb, humanize.Comma(c.unchanged), roundDuration(el))
+	} else {
+		fmt.Fprintf(&b, "%s files, %s in %s", humanize.Comma(c.files), humanize.Bytes(uint64(c.bytes)), roundDuration(el))
+		if s := el.Seconds(); s > 0 {
+			fmt.Fprintf(&b, ", %s/s", humanize.Bytes(uint64(float64(c.bytes)/s)))
+		}
 	}
 	for _, n := range []struct {
 		n    int64
@@ -354,5 +373,77 @@ func (f *listFormat) record(b []byte, r *tasks.Result) []byte {
 	if f.null {
 		return append(b, 0)
 	}
+	return append(b, '\n')
+}
+
+// metaFormat prints one line per entry that chmod or chown changed (or would
+// change, with --dry-run): "mode 0664 -> 0644  PATH", "owner 1000:1000 -> 0:0  PATH".
+type metaFormat struct {
+	owner bool // chown; otherwise chmod
+	json  bool
+	null  bool
+	path  []byte
+}
+
+func (f *metaFormat) all() bool { return f.json }
+
+func (f *metaFormat) appendValue(b []byte, v [2]uint32) []byte {
+	if f.owner {
+		b = strconv.AppendUint(b, uint64(v[0]), 10)
+		b = append(b, ':')
+		return strconv.AppendUint(b, uint64(v[1]), 10)
+	}
+	s := strconv.FormatUint(uint64(v[0]), 8)
+	for range 4 - len(s) {
+		b = append(b, '0')
+	}
+	return append(b, s...)
+}
+
+func (f *metaFormat) record(b []byte, r *tasks.Result) []byte {
+	f.path = r.Entry.AppendPath(f.path[:0])
+	if f.json {
+		b = append(b, `{"path":`...)
+		b = appendJSONString(b, f.path)
+		if !utf8.Valid(f.path) {
+			b = append(b, `,"path_b64":"`...)
+			b = base64.StdEncoding.AppendEncode(b, f.path)
+			b = append(b, '"')
+		}
+		b = append(b, `,"status":"`...)
+		b = append(b, r.Status.String()...)
+		b = append(b, '"')
+		if r.Status == tasks.OK {
+			b = append(b, `,"changed":`...)
+			b = strconv.AppendBool(b, r.Modified)
+			b = append(b, `,"old":"`...)
+			b = f.appendValue(b, r.Old)
+			b = append(b, `","new":"`...)
+			b = f.appendValue(b, r.New)
+			b = append(b, '"')
+		}
+		if r.Err != nil {
+			b = append(b, `,"error":`...)
+			b = appendJSONString(b, []byte(r.Err.Error()))
+		}
+		return append(b, "}\n"...)
+	}
+	if !r.Modified {
+		return b
+	}
+	if f.owner {
+		b = append(b, "owner "...)
+	} else {
+		b = append(b, "mode "...)
+	}
+	b = f.appendValue(b, r.Old)
+	b = append(b, " -> "...)
+	b = f.appendValue(b, r.New)
+	b = append(b, "  "...)
+	if f.null {
+		b = append(b, f.path...)
+		return append(b, 0)
+	}
+	b = append(b, quoteName(string(f.path))...)
 	return append(b, '\n')
 }

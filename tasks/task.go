@@ -49,6 +49,21 @@ type Result struct {
 	Mtime  int64 // ns since the epoch, from the fstat before reading
 	Sum    [64]byte
 	SumLen uint8
+
+	// Metadata tasks (chmod, chown): Modified is true when the entry was (or,
+	// with --dry-run, would be) changed from Old to New: mode bits in Old[0], or
+	// uid in [0] and gid in [1].
+	Modified bool
+	Old, New [2]uint32
+	// Later means the task kept the entry to finish it after every other entry
+	// (see Finisher); this result is not reported.
+	Later bool
+}
+
+// Finisher is a Task with work left after every entry was run: Finish is called
+// once, after the pool has stopped, and returns the remaining results.
+type Finisher interface {
+	Finish(ctx context.Context) []Result
 }
 
 // Digest is the computed digest, empty unless Status is OK.

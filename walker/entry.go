@@ -146,6 +146,29 @@ func (e *Entry) Open(follow bool) (int, error) {
 	return openBeneath(e.Root, e.Rel, flags, follow)
 }
 
+// OpenPath opens the entry itself with O_PATH, never following a symlink below the
+// root (nor the entry itself, so a symlink yields a descriptor of the link). The
+// descriptor pins the inode: metadata is read and changed through it, so a name
+// swapped meanwhile changes nothing.
+func (e *Entry) OpenPath(followRoot bool) (int, error) {
+	const flags = unix.O_PATH | unix.O_CLOEXEC
+	if e.Root.fd < 0 {
+		f := flags
+		if !followRoot {
+			f |= unix.O_NOFOLLOW
+		}
+		return retryEINTR(func() (int, error) { return unix.Open(e.Root.Path, f, 0) })
+	}
+	rel := e.Rel
+	if rel == "" {
+		rel = "."
+	}
+	return openBeneath(e.Root, rel, flags, false)
+}
+
+// Hold keeps the entry's root open past Done; the holder calls Done once more.
+func (e *Entry) Hold() { e.Root.acquire() }
+
 func openBeneath(r *Root, rel string, flags int, follow bool) (int, error) {
 	if !follow {
 		flags |= unix.O_NOFOLLOW

@@ -23,6 +23,7 @@ type Options struct {
 	Sorted        bool    // one reader, names in byte order: the same tree gives the same order
 	Readers       int     // directories read at once when not Sorted; default 4
 	Filter        *Filter // nil selects everything
+	PreserveRoot  bool    // refuse "/" as a PATH (for tasks that change things)
 	// BatchSize is asked for the size of each batch as it is started, so that the
 	// consumer can trade per-batch overhead against load balance; default 64.
 	BatchSize func() int
@@ -36,6 +37,9 @@ func (o *Options) setDefaults() {
 		o.BatchSize = func() int { return 64 }
 	}
 }
+
+// ErrRoot refuses to work on the root directory (PreserveRoot).
+var ErrRoot = errors.New("refusing to operate recursively on '/' (use --no-preserve-root to override)")
 
 // ErrSymlinkInPath is returned when a path below a root turned into a symlink (or
 // "..") after it was listed: opening it would leave the tree.
@@ -160,6 +164,13 @@ func (w *walk) feed(path string, em *emitter) {
 	if err := unix.Stat(path, &st); err != nil {
 		em.add(Entry{Root: &Root{Path: path, fd: -1}, Err: err})
 		return
+	}
+	if w.opt.PreserveRoot {
+		var rs unix.Stat_t
+		if unix.Stat("/", &rs) == nil && rs.Dev == st.Dev && rs.Ino == st.Ino {
+			em.add(Entry{Root: &Root{Path: path, fd: -1}, Type: Dir, Err: ErrRoot})
+			return
+		}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		em.add(Entry{Root: &Root{Path: path, fd: -1}, Type: typeOfMode(st.Mode)})

@@ -1,0 +1,105 @@
+package tasks
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"pbatch/walker"
+)
+
+// Chmod sets permission bits on regular files and directories, writing only
+// where the mode differs, always through a descriptor of the inode it examined.
+type Chmod struct {
+	files, dirs *Mode // nil leaves that type alone
+	umask       uint32
+	opt         MetaOptions
+
+	mu       sync.Mutex
+	deferred []walker.Entry // directories whose change would lock the walk out
+}
+
+// NewChmod returns the chmod task: files applies to regular files and dirs to
+// directories; either may be nil.
+func NewChmod(files, dirs *Mode, opt MetaOptions) *Chmod {
+	umask := syscall.Umask(0)
+	syscall.Umask(umask)
+	if protectedHardlinks() {
+		opt.AllowHardlinks = true
+	}
+	return &Chmod{files: files, dirs: dirs, umask: uint32(umask), opt: opt}
+}
+
+func (t *Chmod) NewWorker() Worker { return chmodWorker{t} }
+
+type chmodWorker struct{ t *Chmod }
+
+func (w chmodWorker) Run(ctx context.Context, e *walker.Entry, r *Result) { w.t.run(e, r, false) }
+
+func (t *Chmod) run(e *walker.Entry, r *Result, finishing bool) {
+	fd, st, ok := openMeta(e, r, true)
+	if !ok {
+		return
+	}
+	defer unix.Close(fd)
+	if skipMetaType(&st, r) {
+		return
+	}
+	dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+	m := t.files
+	if dir {
+		m = t.dirs
+	}
+	if m == nil {
+		return // OK, unchanged: not asked to touch this type
+	}
+	if !t.opt.AllowHardlinks && isHardlinked(&st) {
+		r.Status, r.Err = Skipped, errHardlink
+		return
+	}
+	old := st.Mode & modeBits
+	mode := m.Apply(old, dir, t.umask)
+	r.Old[0], r.New[0] = old, mode
+	if mode == old {
+		return // no write: ctime stays as it is
+	}
+	if dir && !finishing && (old&^mode)&0o500 != 0 {
+		// Taking the owner's read or search permission away first could stop the
+		// walk below (for a non-root owner): change it after its children.
+		e.Hold()
+		t.mu.Lock()
+		t.deferred = append(t.deferred, *e)
+		t.mu.Unlock()
+		r.Later = true
+		return
+	}
+	r.Modified = true
+	if t.opt.DryRun {
+		return
+	}
+	if err := chmodFd(fd, mode); err != nil {
+		r.Status, r.Err = Failed, err
+	}
+}
+
+// Finish changes the deferred directories, deepest first.
+func (t *Chmod) Finish(ctx context.Context) []Result {
+	t.mu.Lock()
+	es := t.deferred
+	t.deferred = nil
+	t.mu.Unlock()
+	slices.SortStableFunc(es, func(a, b walker.Entry) int { return b.Depth - a.Depth })
+	rs := make([]Result, 0, len(es))
+	for i := range es {
+		if ctx.Err() == nil {
+			r := Result{Entry: es[i]}
+			t.run(&es[i], &r, true)
+			rs = append(rs, r)
+		}
+		es[i].Done()
+	}
+	return rs
+}

@@ -1,0 +1,83 @@
+package tasks
+
+import (
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"pbatch/walker"
+)
+
+// MetaOptions are shared by the tasks that change metadata (chmod, chown).
+type MetaOptions struct {
+	DryRun         bool // report what would change, change nothing
+	AllowHardlinks bool // change regular files with more than one link
+}
+
+// protectedHardlinks reports whether the kernel stops users from linking files
+// they do not own (fs.protected_hardlinks=1): then a hard link in the tree cannot
+// have been planted to make us change a file elsewhere.
+func protectedHardlinks() bool {
+	b, err := os.ReadFile("/proc/sys/fs/protected_hardlinks")
+	return err == nil && strings.TrimSpace(string(b)) == "1"
+}
+
+// ErrHardlink is the reason a multiply-linked file is left alone.
+var errHardlink = skipError("skipped: regular file with more than one hard link (use --allow-hardlinks)")
+
+// openMeta opens e for a metadata change: with O_PATH beneath its root, no symlink
+// followed, then fstat. Walk errors, vanished entries and failures fill in r and
+// return ok=false. The caller closes fd.
+func openMeta(e *walker.Entry, r *Result, followRoot bool) (fd int, st unix.Stat_t, ok bool) {
+	if e.Err != nil {
+		fromWalk(e, r)
+		return -1, st, false
+	}
+	fd, err := e.OpenPath(followRoot)
+	if err != nil {
+		err = walker.OpenErr(e, err, false)
+		if err == walker.ErrVanished {
+			r.Status, r.Err = Vanished, err
+		} else {
+			r.Status, r.Err = Failed, err
+		}
+		return -1, st, false
+	}
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		r.Status, r.Err = Failed, err
+		return -1, st, false
+	}
+	return fd, st, true
+}
+
+// chmodFd changes the mode of the inode fd (an O_PATH descriptor) refers to.
+// fchmod refuses O_PATH descriptors; /proc/self/fd/N names exactly that inode.
+func chmodFd(fd int, mode uint32) error {
+	for {
+		err := unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), mode, 0)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func isHardlinked(st *unix.Stat_t) bool {
+	return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1
+}
+
+var errSpecialLeftAlone = skipError("skipped: special file left alone")
+
+func skipMetaType(st *unix.Stat_t, r *Result) bool {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG, unix.S_IFDIR:
+		return false
+	case unix.S_IFLNK:
+		r.Status, r.Err = Skipped, skipReason(walker.Symlink)
+	default:
+		r.Status, r.Err = Skipped, errSpecialLeftAlone
+	}
+	return true
+}
