@@ -1,0 +1,358 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"pbatch/walker"
+)
+
+func walkDirs(t testing.TB, root string) []walker.Entry {
+	t.Helper()
+	out := make(chan []walker.Entry, 16)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- walker.Walk(context.Background(), func(yield func(string, error) bool) { yield(root, nil) },
+			walker.Options{MaxDepth: -1, Sorted: true, Dirs: true}, out)
+		close(out)
+	}()
+	var es []walker.Entry
+	for b := range out {
+		es = append(es, b...)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return es
+}
+
+// runMeta runs a metadata task over root and returns results by path below root.
+func runMeta(t testing.TB, task Task, root string) map[string]Result {
+	t.Helper()
+	w := task.NewWorker()
+	res := map[string]Result{}
+	for _, e := range walkDirs(t, root) {
+		r := Result{Entry: e}
+		w.Run(context.Background(), &e, &r)
+		e.Done()
+		if !r.Later {
+			res[e.Rel] = r
+		}
+	}
+	if f, ok := task.(Finisher); ok {
+		for _, r := range f.Finish(context.Background()) {
+			res[r.Entry.Rel] = r
+		}
+	}
+	return res
+}
+
+func mode(t testing.TB, p string) uint32 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Mode & modeBits
+}
+
+func mustMode(t testing.TB, s string) *Mode {
+	t.Helper()
+	m, err := ParseMode(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestChmodChangesOnlyWhatDiffers(t *testing.T) {
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	os.WriteFile(filepath.Join(root, "right"), nil, 0o644)
+	os.WriteFile(filepath.Join(root, "wrong"), nil, 0o666)
+	os.Chmod(filepath.Join(root, "wrong"), 0o666)
+	os.Mkdir(filepath.Join(root, "d"), 0o700)
+	time.Sleep(20 * time.Millisecond) // make a ctime change visible
+	var before unix.Stat_t
+	unix.Stat(filepath.Join(root, "right"), &before)
+
+	res := runMeta(t, &Chmod{files: mustMode(t, "0644"), dirs: mustMode(t, "0755"), umask: 0o022}, root)
+
+	var after unix.Stat_t
+	unix.Stat(filepath.Join(root, "right"), &after)
+	if before.Ctim != after.Ctim {
+		t.Errorf("ctime of an already-right file changed: a write syscall was made")
+	}
+	for rel, want := range map[string]struct {
+		modified bool
+		mode     uint32
+	}{"": {false, 0o755}, "right": {false, 0o644}, "wrong": {true, 0o644}, "d": {true, 0o755}} {
+		r := res[rel]
+		if r.Status != OK || r.Modified != want.modified {
+			t.Errorf("%q: status %v modified %v (%v), want ok modified %v", rel, r.Status, r.Modified, r.Err, want.modified)
+		}
+		if got := mode(t, filepath.Join(root, rel)); got != want.mode {
+			t.Errorf("%q: mode %04o, want %04o", rel, got, want.mode)
+		}
+	}
+}
+
+func TestChmodDryRunChangesNothing(t *testing.T) {
+	root := t.TempDir()
+	p := filepath.Join(root, "f")
+	os.WriteFile(p, nil, 0o600)
+	res := runMeta(t, &Chmod{files: mustMode(t, "0644"), umask: 0o022, opt: MetaOptions{DryRun: true}}, root)
+	if r := res["f"]; !r.Modified || r.Old[0] != 0o600 || r.New[0] != 0o644 {
+		t.Errorf("dry run result %+v, want modified 0600 -> 0644", r)
+	}
+	if got := mode(t, p); got != 0o600 {
+		t.Errorf("dry run changed the mode to %04o", got)
+	}
+}
+
+func TestChmodKeepsDirectorySetgid(t *testing.T) {
+	for _, tc := range []struct {
+		mode string
+		want uint32
+	}{{"755", 0o2755}, {"0755", 0o2755}, {"00755", 0o755}, {"u=rwx,g=rx,o=rx", 0o2755}, {"g-s", 0o775}} {
+		root := t.TempDir()
+		d := filepath.Join(root, "d")
+		os.Mkdir(d, 0o775)
+		os.Chmod(d, 0o775|os.ModeSetgid)
+		runMeta(t, &Chmod{dirs: mustMode(t, tc.mode), umask: 0o022}, d)
+		if got := mode(t, d); got != tc.want {
+			t.Errorf("chmod %s on a setgid directory: %04o, want %04o", tc.mode, got, tc.want)
+		}
+	}
+}
+
+func TestChmodSkipsHardlinksSymlinksAndSpecialFiles(t *testing.T) {
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "f"), nil, 0o600)
+	os.Link(filepath.Join(root, "f"), filepath.Join(root, "f2"))
+	os.Symlink("f", filepath.Join(root, "link"))
+	unix.Mkfifo(filepath.Join(root, "fifo"), 0o600)
+	res := runMeta(t, &Chmod{files: mustMode(t, "0644"), umask: 0o022}, root)
+	for _, rel := range []string{"f", "f2", "link", "fifo"} {
+		if r := res[rel]; r.Status != Skipped {
+			t.Errorf("%s: status %v (%v), want skipped", rel, r.Status, r.Err)
+		}
+	}
+	if got := mode(t, filepath.Join(root, "fifo")); got != 0o600 {
+		t.Errorf("FIFO mode changed to %04o", got)
+	}
+	res = runMeta(t, &Chmod{files: mustMode(t, "0644"), umask: 0o022, opt: MetaOptions{AllowHardlinks: true}}, root)
+	if got := mode(t, filepath.Join(root, "f")); got != 0o644 {
+		t.Errorf("--allow-hardlinks: mode %04o, want 0644", got)
+	}
+}
+
+func TestChmodDefersDirectoriesLosingOwnerAccess(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "a/b"), 0o755)
+	os.WriteFile(filepath.Join(root, "a/b/f"), nil, 0o644)
+	task := &Chmod{dirs: mustMode(t, "u-x"), umask: 0o022}
+	w := task.NewWorker()
+	var later []string
+	for _, e := range walkDirs(t, root) {
+		r := Result{Entry: e}
+		w.Run(context.Background(), &e, &r)
+		e.Done()
+		if r.Later {
+			later = append(later, e.Rel)
+		}
+	}
+	if len(later) != 3 {
+		t.Fatalf("deferred %q, want the 3 directories", later)
+	}
+	var order []string
+	for _, r := range task.Finish(context.Background()) {
+		order = append(order, r.Entry.Rel)
+		if r.Status != OK || !r.Modified {
+			t.Errorf("%q: %v %v", r.Entry.Rel, r.Status, r.Err)
+		}
+	}
+	if want := []string{"a/b", "a", ""}; !equal(order, want) {
+		t.Errorf("finish order %q, want deepest first %q", order, want)
+	}
+	os.Chmod(filepath.Join(root, "a/b"), 0o755)
+	os.Chmod(filepath.Join(root, "a"), 0o755)
+	os.Chmod(root, 0o755)
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestChmodImmutableFileFailsOthersProceed(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chattr +i needs root")
+	}
+	root := t.TempDir()
+	im := filepath.Join(root, "immutable")
+	os.WriteFile(im, nil, 0o600)
+	os.WriteFile(filepath.Join(root, "other"), nil, 0o600)
+	if out, err := exec.Command("chattr", "+i", im).CombinedOutput(); err != nil {
+		t.Skipf("chattr +i not supported here: %v %s", err, out)
+	}
+	defer exec.Command("chattr", "-i", im).Run()
+	res := runMeta(t, &Chmod{files: mustMode(t, "0644"), umask: 0o022}, root)
+	if r := res["immutable"]; r.Status != Failed || !errors.Is(r.Err, unix.EPERM) {
+		t.Errorf("immutable: %v %v, want failed EPERM", r.Status, r.Err)
+	}
+	if got := mode(t, filepath.Join(root, "other")); got != 0o644 {
+		t.Errorf("other file not processed: %04o", got)
+	}
+}
+
+// TestChmodChownSymlinkSwapRace swaps entries for symlinks to victims outside the
+// tree while chmod and chown run over and over: the victims never change.
+func TestChmodChownSymlinkSwapRace(t *testing.T) {
+	if testing.Short() {
+		t.Skip("race test runs for seconds")
+	}
+	outside := t.TempDir()
+	victim := filepath.Join(outside, "victim")
+	os.WriteFile(victim, []byte("secret"), 0o600)
+	victimDir := filepath.Join(outside, "vdir")
+	os.Mkdir(victimDir, 0o700)
+	os.WriteFile(filepath.Join(victimDir, "inner"), nil, 0o600)
+
+	root := t.TempDir()
+	x := filepath.Join(root, "x")
+	d := filepath.Join(root, "d")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var swaps atomic.Int64
+	wg.Go(func() {
+		tmpF := filepath.Join(root, ".f")
+		tmpL := filepath.Join(root, ".l")
+		tmpD := filepath.Join(root, ".d")
+		tmpDL := filepath.Join(root, ".dl")
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// Atomic swaps with rename: a file or a symlink to the victim at x,
+			// a directory or a symlink to the victim's directory at d.
+			if i%2 == 0 {
+				os.WriteFile(tmpF, nil, 0o600)
+				os.Rename(tmpF, x)
+				os.RemoveAll(tmpD)
+				os.Mkdir(tmpD, 0o700)
+				os.WriteFile(filepath.Join(tmpD, "inner"), nil, 0o600)
+				os.RemoveAll(d)
+				os.Rename(tmpD, d)
+			} else {
+				os.Symlink(victim, tmpL)
+				os.Rename(tmpL, x)
+				os.Symlink(victimDir, tmpDL)
+				os.RemoveAll(d)
+				os.Rename(tmpDL, d)
+			}
+			swaps.Add(1)
+		}
+	})
+	deadline := time.Now().Add(3 * time.Second)
+	runs := 0
+	for time.Now().Before(deadline) {
+		runMeta(t, &Chmod{files: mustMode(t, "0777"), dirs: mustMode(t, "0777"), umask: 0}, root)
+		runMeta(t, &Chown{to: Owner{12345, 12345}, from: Owner{-1, -1}}, root)
+		runs++
+	}
+	close(stop)
+	wg.Wait()
+	for _, p := range []string{victim, victimDir, filepath.Join(victimDir, "inner")} {
+		var st unix.Stat_t
+		unix.Lstat(p, &st)
+		if st.Mode&0o777 != 0o600 && st.Mode&0o777 != 0o700 {
+			t.Errorf("%s: mode changed to %04o through a swapped symlink", p, st.Mode&0o7777)
+		}
+		if st.Uid == 12345 || st.Gid == 12345 {
+			t.Errorf("%s: owner changed to %d:%d through a swapped symlink", p, st.Uid, st.Gid)
+		}
+	}
+	t.Logf("%d runs against %d swaps", runs, swaps.Load())
+}
+
+func TestParseOwner(t *testing.T) {
+	for _, tc := range []struct {
+		in       string
+		uid, gid int
+		ok       bool
+	}{
+		{"0", 0, -1, true},
+		{"root", 0, -1, true},
+		{"root:", 0, 0, true},
+		{"root:root", 0, 0, true},
+		{":0", -1, 0, true},
+		{"1000:1000", 1000, 1000, true},
+		{"+0:+0", 0, 0, true},
+		{"nosuchuser-pbatch", 0, 0, false},
+		{"0:nosuchgroup-pbatch", 0, 0, false},
+		{"", 0, 0, false},
+		{"4294967295", 0, 0, false},
+	} {
+		o, err := ParseOwner(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("ParseOwner(%q): err %v, want ok=%v", tc.in, err, tc.ok)
+			continue
+		}
+		if tc.ok && (o.UID != tc.uid || o.GID != tc.gid) {
+			t.Errorf("ParseOwner(%q) = %d:%d, want %d:%d", tc.in, o.UID, o.GID, tc.uid, tc.gid)
+		}
+	}
+}
+
+func TestChownFromAndNoDereference(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	root := t.TempDir()
+	a := filepath.Join(root, "a")
+	b := filepath.Join(root, "b")
+	l := filepath.Join(root, "l")
+	os.WriteFile(a, nil, 0o644)
+	os.WriteFile(b, nil, 0o644)
+	os.Chown(b, 1001, 1001)
+	os.Symlink("a", l)
+	res := runMeta(t, &Chown{to: Owner{2000, -1}, from: Owner{1001, -1}}, root)
+	var st unix.Stat_t
+	unix.Lstat(a, &st)
+	if st.Uid != 0 || res["a"].Modified {
+		t.Errorf("--from 1001 changed a (owned by 0): uid %d", st.Uid)
+	}
+	unix.Lstat(b, &st)
+	if st.Uid != 2000 || st.Gid != 1001 {
+		t.Errorf("b: %d:%d, want 2000:1001", st.Uid, st.Gid)
+	}
+	if r := res["l"]; r.Status != Skipped {
+		t.Errorf("symlink without -h: %v, want skipped", r.Status)
+	}
+	runMeta(t, &Chown{to: Owner{3000, 3000}, from: Owner{-1, -1}, noDeref: true}, root)
+	unix.Lstat(l, &st)
+	var sa unix.Stat_t
+	unix.Lstat(a, &sa)
+	if st.Uid != 3000 || sa.Uid != 3000 {
+		t.Errorf("-h: link %d, target %d; want both 3000 (link itself changed, a changed as a file)", st.Uid, sa.Uid)
+	}
+}
