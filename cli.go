@@ -47,6 +47,9 @@ type engineOpts struct {
 	keepOrder bool
 	quiet     bool
 	format    string
+	progress  string
+	failFast  bool
+	maxErrors int
 
 	// Set by commands, not flags.
 	dirs         bool // the task receives directories too
@@ -75,6 +78,12 @@ func engineFlags(o *engineOpts) []cli.Flag {
 			Usage: "print results in walk order (directories read sorted), so runs over the same tree match"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Destination: &o.quiet,
 			Usage: "print no summary and no notes (skipped, vanished); errors are still printed"},
+		&cli.StringFlag{Name: "progress", Value: "auto", Destination: &o.progress,
+			Usage: "live progress on stderr: `WHEN` is auto (when stderr is a terminal), always or never"},
+		&cli.BoolFlag{Name: "fail-fast", Destination: &o.failFast,
+			Usage: "stop dispatching at the first failure (files in flight are aborted)"},
+		&cli.IntFlag{Name: "max-errors", Destination: &o.maxErrors,
+			Usage: "stop dispatching after `N` failures (0: never)"},
 	}
 }
 
@@ -93,6 +102,14 @@ func (o *engineOpts) validate(cmd string) error {
 	default:
 		return usagef(cmd, "invalid --format %q (choose text or json)", o.format)
 	}
+	switch o.progress {
+	case "auto", "always", "never":
+	default:
+		return usagef(cmd, "invalid --progress %q (choose auto, always or never)", o.progress)
+	}
+	if o.maxErrors < 0 {
+		return usagef(cmd, "invalid --max-errors %d", o.maxErrors)
+	}
 	return nil
 }
 
@@ -103,17 +120,27 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			name = c.Command.Name
 		}
 		msg := err.Error()
-		if f, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
-			msg = "unknown flag " + f
+		if f, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+			// Go's flag package says "-name" whatever the user typed.
+			if len(f) > 1 {
+				f = "-" + f
+			}
+			msg = "unknown flag -" + f
 		}
 		return usagef(name, "%s", msg)
 	}
-	// chown needs -h for --no-dereference, as chown(1) has it; help is --help.
-	cli.HelpFlag = &cli.BoolFlag{Name: "help", Usage: "show help"}
 	app := &cli.App{
 		Name:      "pbatch",
 		Usage:     "run a task over every file in many directory trees, in parallel",
 		UsageText: "pbatch COMMAND [flags] PATH…   (flags may also follow the PATHs; -- ends them; - reads paths from stdin)",
+		Description: `EXAMPLES:
+   pbatch hash -w 8 /var/data > SHA256SUMS && sha256sum -c SHA256SUMS
+   find /srv -type f -print0 | pbatch hash -0 - > sums.nul
+   pbatch list --include '*.log' --max-depth 2 /var/log
+   pbatch chmod --files 0644 --dirs 0755 /srv/www
+   pbatch chown -n www-data: /srv/www
+
+Run 'pbatch COMMAND --help' for a command's flags and examples.`,
 		Version:   versionString(),
 		Reader:    stdin,
 		Writer:    stdout,
@@ -311,7 +338,7 @@ current owner (and group) match, as chown(1) does. Entries already right get no 
 Changes go through a descriptor of the inode examined, opened beneath its PATH without
 following symlinks; symlinks are skipped unless -h changes the links themselves. The
 kernel clears setuid/setgid bits of files whose owner changes; pbatch does not restore them.
-(Help is --help: -h means --no-dereference here, as in chown.)
+(-h means --no-dereference here, as in chown; help is --help.)
 
 EXAMPLES:
    pbatch chown www-data:www-data /srv/www
@@ -320,8 +347,10 @@ EXAMPLES:
 			Flags: append(append(engineFlags(&chown.engineOpts),
 				&cli.StringFlag{Name: "from", Destination: &chown.from,
 					Usage: "change only entries owned by `CURRENT_OWNER[:GROUP]`"},
-				&cli.BoolFlag{Name: "no-dereference", Aliases: []string{"h"}, Destination: &chown.noDeref,
-					Usage: "change symbolic links themselves (default: skip them)"},
+				// -h is chown(1)'s --no-dereference; reorderArgs maps it, since -h
+				// means --help everywhere else.
+				&cli.BoolFlag{Name: "no-dereference", Destination: &chown.noDeref,
+					Usage: "change symbolic links themselves (default: skip them); -h as in chown(1)"},
 			), metaFlags(&chown.engineOpts, &chown.allowHardlinks, &chown.noPreserveRoot)...),
 			Action: func(c *cli.Context) error {
 				if err := metaCheck("chown", &chown.engineOpts, chown.noPreserveRoot); err != nil {
@@ -369,7 +398,7 @@ func reorderArgs(args []string) []string {
 	for _, c := range table {
 		all = append(all, c.Flags...)
 	}
-	rest := args[1:]
+	rest := splitShortValues(args[1:], all)
 	var flags []string
 	i := 0
 	for ; i < len(rest); i++ {
@@ -388,8 +417,10 @@ func reorderArgs(args []string) []string {
 	}
 	cmd, ok := byName[rest[i]]
 	if !ok {
-		return args
+		// Not a command: let the app say so, without tripping on the flags.
+		return append([]string{args[0]}, rest[i:]...)
 	}
+	rest = append(rest[:i+1], splitShortValues(rest[i+1:], cmd.Flags)...)
 	var paths []string
 	for j := i + 1; j < len(rest); j++ {
 		a := rest[j]
@@ -402,14 +433,75 @@ func reorderArgs(args []string) []string {
 			continue
 		}
 		flags = append(flags, a)
-		if takesValue(cmd.Flags, a) && j+1 < len(rest) {
+		if takesValue(cmd.Flags, a) {
+			if j+1 == len(rest) {
+				// The value is missing: let the flag parser say so, rather
+				// than read an inserted "--" as the value.
+				return append([]string{args[0], rest[i]}, flags...)
+			}
 			j++
 			flags = append(flags, rest[j])
+		}
+	}
+	for k, f := range flags {
+		if f == "-h" && cmd.Name == "chown" {
+			flags[k] = "--no-dereference"
+		}
+		if f == "--help" || f == "-h" && cmd.Name != "chown" {
+			// urfave/cli would read a PATH after --help as a help topic.
+			return []string{args[0], rest[i], "--help"}
 		}
 	}
 	out := append([]string{args[0], rest[i]}, flags...)
 	out = append(out, "--")
 	return append(out, paths...)
+}
+
+// splitShortValues unbundles short flags as getopt does: "-w8" is "-w" "8", and
+// "-qka" is "-q" "-k" "-a" (the value of -a follows); Go's flag package knows
+// neither. A group with an unknown letter is left alone, as is everything after "--".
+func splitShortValues(args []string, flags []cli.Flag) []string {
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if len(a) <= 2 || a[0] != '-' || a[1] == '-' || strings.Contains(a, "=") {
+			out = append(out, a)
+			continue
+		}
+		var split []string
+		for k := 1; k < len(a); k++ {
+			f := "-" + a[k:k+1]
+			if !isShortFlag(flags, a[k:k+1]) {
+				split = nil
+				break
+			}
+			split = append(split, f)
+			if takesValue(flags, f) {
+				if k+1 < len(a) {
+					split = append(split, a[k+1:])
+				}
+				break
+			}
+		}
+		if split == nil {
+			split = []string{a}
+		}
+		out = append(out, split...)
+	}
+	return out
+}
+
+func isShortFlag(flags []cli.Flag, name string) bool {
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n == name {
+				return true
+			}
+		}
+	}
+	return name == "h"
 }
 
 func isFlag(a string) bool { return len(a) > 1 && a[0] == '-' }

@@ -18,6 +18,9 @@ import (
 // errBrokenPipe ends a run whose stdout reader went away.
 var errBrokenPipe = errors.New("broken pipe")
 
+// errStopped ends a run whose failure policy (--fail-fast, --max-errors) says so.
+var errStopped = errors.New("stopped by the failure policy")
+
 // errStdout ends a run whose results cannot be written.
 var errStdout = errors.New("cannot write results")
 
@@ -95,15 +98,20 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		window = make(chan struct{}, 4*o.workers+4)
 	}
 
+	var failures atomic.Int64 // for --fail-fast and --max-errors, counted as they happen
+	var found atomic.Int64    // entries the walk has produced so far (progress, status)
+	var walkDone atomic.Bool
 	walkErr := make(chan error, 1)
 	go func() { // walker: ends when every root is walked or ctx is done; closes entries
 		walkErr <- walker.Walk(ctx, rootSeq(paths, stdin, o.null), wopt, entries)
+		walkDone.Store(true)
 		close(entries)
 	}()
 	go func() { // sequencer: ends when entries is closed; closes jobs
 		defer close(jobs)
 		var seq uint64
 		for b := range entries {
+			found.Add(int64(len(b)))
 			if window != nil {
 				select {
 				case window <- struct{}{}:
@@ -128,11 +136,25 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 				res := make([]tasks.Result, len(j.entries))
 				for i := range j.entries {
 					e := &j.entries[i]
+					if ctx.Err() != nil {
+						// Interrupted or stopped: the rest of the batch is not run.
+						releaseAll(j.entries[i:])
+						res = res[:i]
+						break
+					}
 					res[i].Entry = *e
 					w.Run(ctx, e, &res[i])
 					e.Done()
+					if res[i].Status.IsFailure() && (o.failFast || o.maxErrors > 0) {
+						if n := failures.Add(1); o.failFast || n >= int64(o.maxErrors) {
+							cancel(errStopped)
+						}
+					}
 				}
-				per := int64(time.Since(start)) / int64(len(j.entries))
+				if len(res) == 0 {
+					return done{j.seq, res}
+				}
+				per := int64(time.Since(start)) / int64(len(res))
 				old := costNs.Load()
 				if old == 0 {
 					costNs.Store(per)
@@ -152,6 +174,14 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 	col := newCollector(stdout, stderr, f, o.quiet)
 	col.meta, col.dryRun = o.meta, o.dryRun
 	col.start = time.Now()
+	var tick <-chan time.Time
+	if o.progress == "always" || (o.progress == "auto" && isTerminal(stderr)) {
+		col.prog = newProgress(stderr)
+		col.stdoutIsTTY = isTerminal(stdout)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		tick = t.C
+	}
 	pending := map[uint64][]tasks.Result{}
 	var next uint64
 	for {
@@ -159,11 +189,27 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		var ok bool
 		select {
 		case d, ok = <-results:
+		case <-tick:
+			col.prog.update(col, found.Load(), walkDone.Load())
+			continue
+		case <-usr1:
+			col.prog.clear()
+			io.WriteString(stderr, col.statusLine(found.Load(), walkDone.Load()))
+			continue
 		default:
 			// Nothing ready: push out what is buffered so a reader sees results as
 			// they come, while bursts still go out in large writes.
 			col.flush()
-			d, ok = <-results
+			select {
+			case d, ok = <-results:
+			case <-tick:
+				col.prog.update(col, found.Load(), walkDone.Load())
+				continue
+			case <-usr1:
+				col.prog.clear()
+				io.WriteString(stderr, col.statusLine(found.Load(), walkDone.Load()))
+				continue
+			}
 		}
 		if !ok {
 			break
@@ -207,6 +253,7 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		fmt.Fprintf(stderr, "pbatch: %s\n", srcErr)
 		col.failed++
 	}
+	col.stop = errors.Is(context.Cause(ctx), errStopped)
 	if !o.quiet {
 		var in interrupted
 		col.summary(errors.As(context.Cause(ctx), &in))

@@ -33,6 +33,12 @@ func main() {
 // systemd) sees that pbatch was killed by it, as cp and rsync do.
 func dieBy(sig syscall.Signal) {
 	signal.Reset(sig)
+	if sig == syscall.SIGPIPE {
+		// Go ignores a SIGPIPE sent with kill; it dies by one only when a write
+		// to stdout fails with EPIPE and nobody is notified. Cause that write.
+		os.Stdout.Write([]byte{'\n'})
+		os.Exit(exitSignal0 + int(sig))
+	}
 	syscall.Kill(os.Getpid(), sig)
 	time.Sleep(time.Second) // the signal is delivered asynchronously
 	os.Exit(exitSignal0 + int(sig))
@@ -74,6 +80,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, syscall
 	// With SIGPIPE caught, a write to a closed stdout returns EPIPE instead of
 	// killing the process, so the run can stop cleanly first.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(sigc)
 	done := make(chan struct{})
 	defer close(done)

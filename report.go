@@ -41,6 +41,13 @@ type collector struct {
 	meta   bool // chmod/chown: count changed and unchanged entries
 	dryRun bool
 
+	prog        *progress // nil unless a progress display is on
+	stdoutIsTTY bool      // clear the display before writing results
+	failFast    bool
+	maxErrors   int64
+	stop        bool // the failure policy says: dispatch no more
+	done        int64
+
 	files, bytes              int64
 	changed, unchanged        int64
 	failed, skipped, vanished int64
@@ -60,6 +67,7 @@ func (c *collector) add(r *tasks.Result) {
 	if r.Later || (r.Status == tasks.Failed && errors.Is(r.Err, context.Canceled)) {
 		return // reported later, or aborted by an interrupt
 	}
+	c.done++
 	switch r.Status {
 	case tasks.OK:
 		c.files++
@@ -95,6 +103,7 @@ func (c *collector) note(r *tasks.Result) {
 // diag prints `pbatch: PATH: reason` on stderr in one write, so lines from
 // concurrent writers never mix.
 func (c *collector) diag(r *tasks.Result) {
+	c.prog.clear()
 	fmt.Fprintf(c.stderr, "pbatch: %s: %s\n", quoteName(r.Entry.Path()), r.Err)
 }
 
@@ -109,6 +118,9 @@ func (c *collector) write(b []byte) {
 }
 
 func (c *collector) flush() {
+	if c.stdoutIsTTY && c.out.Buffered() > 0 {
+		c.prog.clear()
+	}
 	if c.werr == nil {
 		if err := c.out.Flush(); err != nil {
 			c.setErr(err)
@@ -135,11 +147,15 @@ func unwrapErrno(err error) error {
 
 // summary prints one line on stderr: counts, bytes, elapsed time and throughput.
 func (c *collector) summary(interrupted bool) {
+	c.prog.clear()
 	el := time.Since(c.start)
 	var b strings.Builder
 	b.WriteString("pbatch: ")
-	if interrupted {
+	switch {
+	case interrupted:
 		b.WriteString("interrupted: ")
+	case c.stop:
+		b.WriteString("stopped after " + humanize.Comma(c.failed) + " failed: ")
 	}
 	if c.meta {
 		verb := "changed"

@@ -305,18 +305,19 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: err})
 		return
 	}
-	if !w.visit(&st) {
+	// A directory counts as visited only once it is read: one met at the depth
+	// limit or across a mount point may still be read when named as a PATH.
+	read := !(w.opt.MaxDepth >= 0 && job.depth >= w.opt.MaxDepth) &&
+		!(job.rel != "" && w.opt.OneFileSystem && st.Dev != job.root.dev)
+	if read && !w.visit(&st) {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: ErrVisited})
 		return
 	}
 	if w.opt.Dirs {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth})
 	}
-	if job.rel != "" && w.opt.OneFileSystem && st.Dev != job.root.dev {
-		return // a mount point: listed, not entered (find -xdev)
-	}
-	if w.opt.MaxDepth >= 0 && job.depth >= w.opt.MaxDepth {
-		return
+	if !read {
+		return // at the depth limit, or a mount point under -x (find -xdev)
 	}
 	// godirwalk reads by path; /proc/self/fd/N names the directory we opened
 	// safely, so a directory swapped for a symlink meanwhile is never listed.
