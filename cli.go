@@ -2,11 +2,15 @@ package main
 
 import (
 	"io"
+	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"pbatch/tasks"
 )
@@ -56,6 +60,7 @@ type engineOpts struct {
 	preserveRoot bool // refuse "/"
 	meta         bool // chmod/chown summary
 	dryRun       bool
+	batch        int // fixed batch size (exec -X); 0 adapts to the cost per file
 }
 
 func engineFlags(o *engineOpts) []cli.Flag {
@@ -211,6 +216,13 @@ func commands(stdin io.Reader, stdout, stderr io.Writer) []*cli.Command {
 		o.dirs, o.meta, o.preserveRoot = true, true, !noPreserveRoot
 		return nil
 	}
+	var execo struct {
+		engineOpts
+		shell      bool
+		timeout    time.Duration
+		batch      bool
+		lineBuffer bool
+	}
 	return []*cli.Command{
 		{
 			Name:      "hash",
@@ -266,6 +278,67 @@ EXAMPLES:
 				}
 				list.quiet = true // a path list is for pipelines: no summary
 				return runEngine(c.Context, "list", c.Args().Slice(), &list, tasks.List{}, &listFormat{null: list.null}, stdin, stdout, stderr)
+			},
+		},
+		{
+			Name:      "exec",
+			Usage:     "run a command for each file, output grouped per job",
+			ArgsUsage: "PATH… -- COMMAND [ARG…]",
+			Description: `Runs COMMAND once per file with at most -w running at once. In any ARG, {} is the
+path, {/} its base name, {//} its directory, {.} the path without its last extension,
+{/.} the base name without it; with no placeholder the path is appended. No shell is
+involved unless --shell (then COMMAND and ARGs form one sh -c script and the
+placeholders are replaced by shell-quoted values). Each job's stdout and stderr are
+captured and written as one block, so output never interleaves; --line-buffer
+streams whole lines instead. A non-zero exit, a death by signal or --timeout marks
+the file failed. -X passes as many paths to one invocation as the argument size
+limit allows (an ARG with a placeholder is repeated per path).
+
+EXAMPLES:
+   pbatch exec -w 4 --include '*.png' /srv/img -- optipng -quiet {}
+   pbatch exec -X --include '*.log' /var/log -- gzip -9
+   pbatch exec --timeout 30s /data -- sh -c 'test -s "$1"' sh {}
+   pbatch exec --shell /srv -- 'file {} | grep -q ELF && echo {}'`,
+			Flags: append(engineFlags(&execo.engineOpts),
+				&cli.BoolFlag{Name: "shell", Destination: &execo.shell, Usage: "run COMMAND ARGs as one sh -c script"},
+				&cli.DurationFlag{Name: "timeout", Destination: &execo.timeout,
+					Usage: "kill a job (its whole process group) after `DURATION` (e.g. 30s, 5m); the file fails"},
+				&cli.BoolFlag{Name: "batch", Aliases: []string{"X"}, Destination: &execo.batch,
+					Usage: "pass many paths per invocation, up to the argument size limit"},
+				&cli.BoolFlag{Name: "line-buffer", Destination: &execo.lineBuffer,
+					Usage: "stream output line by line (whole lines) instead of one block per job"},
+				&cli.StringFlag{Name: "format", Value: "text", Destination: &execo.format,
+					Usage: "`FORMAT`: text (the commands' output) or json (one object per file with exit status and output)"},
+			),
+			Action: func(c *cli.Context) error {
+				if err := execo.validate("exec"); err != nil {
+					return err
+				}
+				args := c.Args().Slice()
+				sep := slices.Index(args, "--")
+				if sep < 0 || sep == len(args)-1 {
+					return usagef("exec", "missing -- COMMAND after the PATHs")
+				}
+				if execo.timeout < 0 {
+					return usagef("exec", "invalid --timeout %s", execo.timeout)
+				}
+				if execo.lineBuffer && execo.format == "json" {
+					return usagef("exec", "--line-buffer and --format json cannot be combined")
+				}
+				opt := tasks.ExecOptions{Shell: execo.shell, Timeout: execo.timeout, Batch: execo.batch, ArgMax: argMax()}
+				if execo.lineBuffer {
+					opt.Lines = &tasks.LockedWriter{W: stdout}
+					opt.ErrLines = &tasks.LockedWriter{W: stderr}
+				}
+				t, err := tasks.NewExec(args[sep+1:], opt)
+				if err != nil {
+					return usagef("exec", "%s", err)
+				}
+				if execo.batch {
+					execo.engineOpts.batch = 4096
+				}
+				return runEngine(c.Context, "exec", args[:sep], &execo.engineOpts, t,
+					&execFormat{json: execo.format == "json"}, stdin, stdout, stderr)
 			},
 		},
 		{
@@ -376,6 +449,24 @@ EXAMPLES:
 	}
 }
 
+// argMax is how many bytes of arguments one exec -X invocation may take: the
+// kernel allows a quarter of the stack limit (at most 2 MiB here), less the
+// environment and some room, as xargs computes it.
+func argMax() int {
+	var rl unix.Rlimit
+	limit := 128 << 10
+	if unix.Getrlimit(unix.RLIMIT_STACK, &rl) == nil && rl.Cur != unix.RLIM_INFINITY {
+		limit = int(min(rl.Cur/4, 2<<20))
+	} else {
+		limit = 2 << 20
+	}
+	env := 0
+	for _, e := range os.Environ() {
+		env += len(e) + 1 + 8
+	}
+	return max(limit-env-4096, 4096)
+}
+
 // reorderArgs moves flags given after PATHs (or before the command) to just after
 // the command name, so that `pbatch hash /data -w 8` and `pbatch -w 8 hash /data`
 // mean `pbatch hash -w 8 /data`, as GNU tools allow; urfave/cli stops parsing at
@@ -421,10 +512,15 @@ func reorderArgs(args []string) []string {
 		return append([]string{args[0]}, rest[i:]...)
 	}
 	rest = append(rest[:i+1], splitShortValues(rest[i+1:], cmd.Flags)...)
-	var paths []string
+	var paths, command []string
 	for j := i + 1; j < len(rest); j++ {
 		a := rest[j]
 		if a == "--" {
+			if cmd.Name == "exec" {
+				// exec: "--" ends the PATHs too; the rest is the command line.
+				command = append([]string{"--"}, rest[j+1:]...)
+				break
+			}
 			paths = append(paths, rest[j+1:]...)
 			break
 		}
@@ -454,7 +550,8 @@ func reorderArgs(args []string) []string {
 	}
 	out := append([]string{args[0], rest[i]}, flags...)
 	out = append(out, "--")
-	return append(out, paths...)
+	out = append(out, paths...)
+	return append(out, command...)
 }
 
 // splitShortValues unbundles short flags as getopt does: "-w8" is "-w" "8", and

@@ -70,9 +70,14 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 	// each file takes long.
 	var costNs atomic.Int64
 	batchSize := func() int {
+		if o.batch > 0 {
+			return o.batch
+		}
 		c := costNs.Load()
 		if c <= 0 {
-			return 16
+			// Nothing measured yet: single files, so that a few large files at
+			// the start are spread over all workers.
+			return 1
 		}
 		return int(min(max(2*int64(time.Millisecond)/c, 1), 256))
 	}
@@ -134,6 +139,11 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 			return func(ctx context.Context, j job) done {
 				start := time.Now()
 				res := make([]tasks.Result, len(j.entries))
+				if bw, ok := w.(tasks.BatchWorker); ok {
+					bw.RunBatch(ctx, j.entries, res)
+					releaseAll(j.entries)
+					return done{j.seq, res}
+				}
 				for i := range j.entries {
 					e := &j.entries[i]
 					if ctx.Err() != nil {
@@ -173,6 +183,8 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 
 	col := newCollector(stdout, stderr, f, o.quiet)
 	col.meta, col.dryRun = o.meta, o.dryRun
+	col.jsonOut = o.format == "json"
+	col.noBytes = cmd == "exec" || cmd == "list"
 	col.start = time.Now()
 	var tick <-chan time.Time
 	if o.progress == "always" || (o.progress == "auto" && isTerminal(stderr)) {

@@ -43,9 +43,8 @@ type collector struct {
 
 	prog        *progress // nil unless a progress display is on
 	stdoutIsTTY bool      // clear the display before writing results
-	failFast    bool
-	maxErrors   int64
-	stop        bool // the failure policy says: dispatch no more
+	stop        bool      // the failure policy stopped the run
+	jsonOut     bool      // exec output goes into the records
 	done        int64
 
 	files, bytes              int64
@@ -87,6 +86,7 @@ func (c *collector) add(r *tasks.Result) {
 		c.failed++
 		c.diag(r)
 	}
+	c.stderrBlock(r)
 	if r.Status == tasks.OK || c.f.all() {
 		if b := c.f.record(c.line[:0], r); len(b) > 0 {
 			c.write(b)
@@ -104,7 +104,17 @@ func (c *collector) note(r *tasks.Result) {
 // concurrent writers never mix.
 func (c *collector) diag(r *tasks.Result) {
 	c.prog.clear()
+	c.stderrBlock(r)
 	fmt.Fprintf(c.stderr, "pbatch: %s: %s\n", quoteName(r.Entry.Path()), r.Err)
+}
+
+// stderrBlock writes a job's captured stderr (exec) in one piece, once.
+func (c *collector) stderrBlock(r *tasks.Result) {
+	if len(r.Stderr) > 0 && !c.jsonOut {
+		c.prog.clear()
+		c.stderr.Write(r.Stderr)
+		r.Stderr = nil
+	}
 }
 
 func (c *collector) write(b []byte) {
@@ -163,6 +173,8 @@ func (c *collector) summary(interrupted bool) {
 			verb = "would change"
 		}
 		fmt.Fprintf(&b, "%s %s, %s unchanged in %s", humanize.Comma(c.changed), verb, humanize.Comma(c.unchanged), roundDuration(el))
+	} else if c.noBytes {
+		fmt.Fprintf(&b, "%s files in %s", humanize.Comma(c.files), roundDuration(el))
 	} else {
 		fmt.Fprintf(&b, "%s files, %s in %s", humanize.Comma(c.files), humanize.Bytes(uint64(c.bytes)), roundDuration(el))
 		if s := el.Seconds(); s > 0 {
@@ -462,4 +474,43 @@ func (f *metaFormat) record(b []byte, r *tasks.Result) []byte {
 	}
 	b = append(b, quoteName(string(f.path))...)
 	return append(b, '\n')
+}
+
+// execFormat passes each job's captured stdout through as one block, or writes
+// JSON records with the exit status and output.
+type execFormat struct {
+	json bool
+	path []byte
+}
+
+func (f *execFormat) all() bool { return true }
+
+func (f *execFormat) record(b []byte, r *tasks.Result) []byte {
+	if !f.json {
+		return append(b, r.Stdout...)
+	}
+	f.path = r.Entry.AppendPath(f.path[:0])
+	b = append(b, `{"path":`...)
+	b = appendJSONString(b, f.path)
+	if !utf8.Valid(f.path) {
+		b = append(b, `,"path_b64":"`...)
+		b = base64.StdEncoding.AppendEncode(b, f.path)
+		b = append(b, '"')
+	}
+	b = append(b, `,"status":"`...)
+	b = append(b, r.Status.String()...)
+	b = append(b, '"')
+	if r.Status == tasks.OK || r.Exit != 0 || r.Stdout != nil || r.Stderr != nil {
+		b = append(b, `,"exit":`...)
+		b = strconv.AppendInt(b, int64(r.Exit), 10)
+		b = append(b, `,"stdout":`...)
+		b = appendJSONString(b, r.Stdout)
+		b = append(b, `,"stderr":`...)
+		b = appendJSONString(b, r.Stderr)
+	}
+	if r.Err != nil {
+		b = append(b, `,"error":`...)
+		b = appendJSONString(b, []byte(r.Err.Error()))
+	}
+	return append(b, "}\n"...)
 }

@@ -55,9 +55,20 @@ type Result struct {
 	// uid in [0] and gid in [1].
 	Modified bool
 	Old, New [2]uint32
+	// exec: the command's exit status (-1 if it did not exit) and, unless
+	// streamed with --line-buffer, its captured output.
+	Exit           int
+	Stdout, Stderr []byte
+
 	// Later means the task kept the entry to finish it after every other entry
 	// (see Finisher); this result is not reported.
 	Later bool
+}
+
+// BatchWorker is a Worker that handles a whole batch at once (exec -X); it fills
+// rs[i] for es[i] and does not call Done.
+type BatchWorker interface {
+	RunBatch(ctx context.Context, es []walker.Entry, rs []Result)
 }
 
 // Finisher is a Task with work left after every entry was run: Finish is called

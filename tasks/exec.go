@@ -1,0 +1,283 @@
+package tasks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"path"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"pbatch/walker"
+)
+
+// ExecOptions configure the exec task.
+type ExecOptions struct {
+	Shell   bool          // run the command with sh -c; placeholders are shell-quoted
+	Timeout time.Duration // kill the command (its whole process group) after this
+	Batch   bool          // -X: many paths per invocation, bounded by ArgMax
+	ArgMax  int           // bytes of arguments and environment one invocation may take
+	// Lines, when set, receives the commands' output line by line as it comes
+	// (--line-buffer); each Write is one whole line, so lines never mix.
+	// Otherwise each job's output is captured and reported as one block.
+	Lines, ErrLines io.Writer
+}
+
+// Exec runs a command for each file (or, with Batch, for many files at once).
+type Exec struct {
+	argv   []string
+	places bool // some argument holds a placeholder
+	opt    ExecOptions
+}
+
+var placeholders = []string{"{/.}", "{//}", "{/}", "{.}", "{}"}
+
+// NewExec validates the command line.
+func NewExec(argv []string, opt ExecOptions) (*Exec, error) {
+	if len(argv) == 0 {
+		return nil, errors.New("no COMMAND given after --")
+	}
+	if opt.ArgMax <= 0 {
+		opt.ArgMax = 128 << 10
+	}
+	t := &Exec{argv: argv, opt: opt}
+	for _, a := range argv {
+		for _, p := range placeholders {
+			if strings.Contains(a, p) {
+				t.places = true
+			}
+		}
+	}
+	return t, nil
+}
+
+func (t *Exec) NewWorker() Worker { return t }
+
+// expand replaces the placeholders in arg for one path; quote shell-quotes the
+// values (--shell).
+func expand(arg, p string, quote bool) string {
+	if !strings.Contains(arg, "{") {
+		return arg
+	}
+	base := path.Base(p)
+	dir := path.Dir(p)
+	noExt := func(s string) string {
+		b := path.Base(s)
+		if i := strings.LastIndexByte(b, '.'); i > 0 {
+			return s[:len(s)-(len(b)-i)]
+		}
+		return s
+	}
+	vals := map[string]string{"{}": p, "{/}": base, "{//}": dir, "{.}": noExt(p), "{/.}": noExt(base)}
+	var b strings.Builder
+	for i := 0; i < len(arg); {
+		matched := false
+		for _, ph := range placeholders {
+			if strings.HasPrefix(arg[i:], ph) {
+				v := vals[ph]
+				if quote {
+					v = shellQuote(v)
+				}
+				b.WriteString(v)
+				i += len(ph)
+				matched = true
+				break
+			}
+		}
+		if !matched {
+			b.WriteByte(arg[i])
+			i++
+		}
+	}
+	return b.String()
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// command builds the argv for one invocation over paths.
+func (t *Exec) command(paths []string) []string {
+	var argv []string
+	if t.places {
+		for _, a := range t.argv {
+			if !strings.Contains(a, "{") {
+				argv = append(argv, a)
+				continue
+			}
+			// With several paths (-X), an argument with a placeholder is
+			// repeated once per path, as fd -X does.
+			for _, p := range paths {
+				argv = append(argv, expand(a, p, t.opt.Shell))
+			}
+		}
+	} else {
+		argv = append(argv, t.argv...)
+		for _, p := range paths {
+			if t.opt.Shell {
+				p = shellQuote(p)
+			}
+			argv = append(argv, p)
+		}
+	}
+	if t.opt.Shell {
+		return []string{"sh", "-c", strings.Join(argv, " ")}
+	}
+	return argv
+}
+
+// Run runs the command for one entry.
+func (t *Exec) Run(ctx context.Context, e *walker.Entry, r *Result) {
+	if fromWalk(e, r) {
+		return
+	}
+	t.run(ctx, []string{e.Path()}, r)
+}
+
+// RunBatch runs the command over many entries at once (-X), in as few
+// invocations as the argument size limit allows.
+func (t *Exec) RunBatch(ctx context.Context, es []walker.Entry, rs []Result) {
+	var paths []string
+	var idx []int
+	size := 0
+	flush := func() {
+		if len(paths) == 0 {
+			return
+		}
+		var r Result
+		t.run(ctx, paths, &r)
+		// Every file of the invocation shares its outcome; the output is
+		// reported once, with the first.
+		for k, i := range idx {
+			rs[i].Status, rs[i].Err, rs[i].Exit = r.Status, r.Err, r.Exit
+			if k == 0 {
+				rs[i].Stdout, rs[i].Stderr = r.Stdout, r.Stderr
+			}
+		}
+		paths, idx, size = paths[:0], idx[:0], 0
+	}
+	base := 0
+	for _, a := range t.argv {
+		base += len(a) + 1
+	}
+	for i := range es {
+		rs[i].Entry = es[i]
+		if fromWalk(&es[i], &rs[i]) {
+			continue
+		}
+		p := es[i].Path()
+		n := (len(p) + 1) * max(1, t.placeholderArgs())
+		if len(paths) > 0 && base+size+n > t.opt.ArgMax {
+			flush()
+		}
+		paths = append(paths, p)
+		idx = append(idx, i)
+		size += n
+	}
+	flush()
+}
+
+func (t *Exec) placeholderArgs() int {
+	n := 0
+	for _, a := range t.argv {
+		if strings.Contains(a, "{") {
+			n++
+		}
+	}
+	return n
+}
+
+func (t *Exec) run(ctx context.Context, paths []string, r *Result) {
+	argv := t.command(paths)
+	if t.opt.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.opt.Timeout)
+		defer cancel()
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	// Its own process group, so a timeout or an interrupt kills what it started
+	// too, not just the shell.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
+	var out, errb bytes.Buffer
+	var lo, le *lineWriter
+	if t.opt.Lines != nil {
+		lo, le = &lineWriter{w: t.opt.Lines}, &lineWriter{w: t.opt.ErrLines}
+		cmd.Stdout, cmd.Stderr = lo, le
+	} else {
+		cmd.Stdout, cmd.Stderr = &out, &errb
+	}
+	err := cmd.Run()
+	if lo != nil {
+		lo.flush()
+		le.flush()
+	}
+	r.Stdout, r.Stderr = out.Bytes(), errb.Bytes()
+	r.Exit = -1
+	if cmd.ProcessState != nil {
+		r.Exit = cmd.ProcessState.ExitCode()
+	}
+	switch {
+	case err == nil:
+	case t.opt.Timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		r.Status, r.Err = Failed, fmt.Errorf("timed out after %s: killed", t.opt.Timeout)
+	case ctx.Err() != nil:
+		r.Status, r.Err = Failed, ctx.Err()
+	default:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				r.Status, r.Err = Failed, fmt.Errorf("%s killed by signal %s", argv[0], ws.Signal())
+				return
+			}
+			r.Status, r.Err = Failed, fmt.Errorf("%s exited with status %d", argv[0], ee.ExitCode())
+			return
+		}
+		r.Status, r.Err = Failed, err
+	}
+}
+
+// lineWriter passes on whole lines only, so that lines from concurrent jobs
+// never mix (--line-buffer).
+type lineWriter struct {
+	w   io.Writer
+	buf []byte
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		l.w.Write(l.buf[:i+1])
+		l.buf = l.buf[i+1:]
+	}
+	return len(p), nil
+}
+
+func (l *lineWriter) flush() {
+	if len(l.buf) > 0 {
+		l.w.Write(append(l.buf, '\n'))
+		l.buf = nil
+	}
+}
+
+// LockedWriter makes a writer safe for whole-line writes from many goroutines.
+type LockedWriter struct {
+	mu sync.Mutex
+	W  io.Writer
+}
+
+func (l *LockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.W.Write(p)
+}
