@@ -45,6 +45,7 @@ type collector struct {
 	stdoutIsTTY bool      // clear the display before writing results
 	stop        bool      // the failure policy stopped the run
 	jsonOut     bool      // exec output goes into the records
+	noBytes     bool      // the task reads no content: no bytes or rate in the summary
 	done        int64
 
 	files, bytes              int64
