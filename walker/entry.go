@@ -74,8 +74,25 @@ func (r *Root) release() {
 	}
 }
 
+// dirHandle is an open directory, kept while entries listed from it are in flight
+// so that they are opened relative to it: one path component to resolve instead
+// of the whole path from the root. The walk bounds how many it keeps open.
+type dirHandle struct {
+	fd   int
+	refs atomic.Int64
+	sem  chan struct{} // one slot per open handle
+}
+
+func (d *dirHandle) release() {
+	if d.refs.Add(-1) == 0 {
+		unix.Close(d.fd)
+		<-d.sem
+	}
+}
+
 // Entry is one path found by the walk.
 type Entry struct {
+	dir   *dirHandle // the directory it was listed from, if still open
 	Root  *Root
 	Rel   string // path below Root.Path; "" for the root itself
 	Type  Type
@@ -111,9 +128,21 @@ func (e *Entry) AppendPath(b []byte) []byte {
 // Done tells the walker the consumer no longer needs the entry's root descriptor.
 // Every entry received from Walk must be passed to Done exactly once.
 func (e *Entry) Done() {
+	if e.dir != nil {
+		e.dir.release()
+	}
 	if e.Root != nil {
 		e.Root.release()
 	}
+}
+
+// base returns the descriptor and the name to open the entry beneath: its
+// directory's when that is still open, else the root's with the whole path.
+func (e *Entry) base() (int, string) {
+	if e.dir != nil {
+		return e.dir.fd, e.Rel[strings.LastIndexByte(e.Rel, '/')+1:]
+	}
+	return e.Root.fd, e.Rel
 }
 
 // noOpenat2 is set when the kernel lacks openat2 (before 5.6) or when
@@ -143,7 +172,8 @@ func (e *Entry) Open(follow bool) (int, error) {
 		// as with find -H.
 		return retryEINTR(func() (int, error) { return unix.Open(e.Root.Path, flags, 0) })
 	}
-	return openBeneath(e.Root, e.Rel, flags, follow)
+	fd, name := e.base()
+	return openBeneath(e.Root, fd, name, flags, follow)
 }
 
 // OpenPath opens the entry itself with O_PATH, never following a symlink below the
@@ -159,17 +189,24 @@ func (e *Entry) OpenPath(followRoot bool) (int, error) {
 		}
 		return retryEINTR(func() (int, error) { return unix.Open(e.Root.Path, f, 0) })
 	}
-	rel := e.Rel
-	if rel == "" {
-		rel = "."
+	fd, name := e.base()
+	if name == "" {
+		name = "."
 	}
-	return openBeneath(e.Root, rel, flags, false)
+	return openBeneath(e.Root, fd, name, flags, false)
 }
 
-// Hold keeps the entry's root open past Done; the holder calls Done once more.
-func (e *Entry) Hold() { e.Root.acquire() }
+// Hold keeps the entry's root (and directory) open past Done; the holder calls
+// Done once more.
+func (e *Entry) Hold() {
+	e.Root.acquire()
+	if e.dir != nil {
+		e.dir.refs.Add(1)
+	}
+}
 
-func openBeneath(r *Root, rel string, flags int, follow bool) (int, error) {
+// openBeneath opens rel below the directory dirfd, which belongs to root r.
+func openBeneath(r *Root, dirfd int, rel string, flags int, follow bool) (int, error) {
 	if !follow {
 		flags |= unix.O_NOFOLLOW
 	}
@@ -179,10 +216,10 @@ func openBeneath(r *Root, rel string, flags int, follow bool) (int, error) {
 			// -L asks for symlinks to be followed, even out of the tree.
 			how.Resolve = 0
 		}
-		return retryEINTR(func() (int, error) { return unix.Openat2(r.fd, rel, &how) })
+		return retryEINTR(func() (int, error) { return unix.Openat2(dirfd, rel, &how) })
 	}
 	if follow {
-		return retryEINTR(func() (int, error) { return unix.Openat(r.fd, rel, flags, 0) })
+		return retryEINTR(func() (int, error) { return unix.Openat(dirfd, rel, flags, 0) })
 	}
 	// Fallback: os.Root never resolves a path outside the root, even through
 	// symlinks or "..", though it may follow a symlink that stays inside it.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/karrick/godirwalk"
@@ -52,7 +53,7 @@ var ErrSymlinkInPath = errors.New("not followed: path now contains a symbolic li
 // does not close out. The receiver owns each batch and must call Done on every entry.
 func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out chan<- []Entry) error {
 	opt.setDefaults()
-	w := &walk{ctx: ctx, opt: opt, out: out, visited: make(map[devIno]struct{})}
+	w := &walk{ctx: ctx, opt: opt, out: out, visited: make(map[devIno]struct{}), dirSem: make(chan struct{}, maxDirHandles)}
 	w.cond.L = &w.mu
 	stop := context.AfterFunc(ctx, func() {
 		w.mu.Lock()
@@ -87,6 +88,9 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 	wg.Wait()
 	// Jobs left after cancellation still hold their root.
 	for _, j := range w.stack {
+		if j.parent != nil {
+			j.parent.release()
+		}
 		j.root.release()
 	}
 	if err := ctx.Err(); err != nil {
@@ -98,9 +102,10 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 type devIno struct{ dev, ino uint64 }
 
 type dirJob struct {
-	root  *Root
-	rel   string
-	depth int
+	root   *Root
+	rel    string
+	depth  int
+	parent *dirHandle // open parent to open rel relative to, if any (held)
 }
 
 type walk struct {
@@ -116,7 +121,13 @@ type walk struct {
 
 	visitMu sync.Mutex
 	visited map[devIno]struct{} // every directory read, so each is read once
+
+	dirSem chan struct{} // bounds the directory descriptors kept for entries in flight
 }
+
+// maxDirHandles bounds the directories kept open for their entries; past it,
+// entries are opened from the root with their whole path.
+const maxDirHandles = 64
 
 // emitter collects one goroutine's entries into batches.
 type emitter struct {
@@ -132,6 +143,9 @@ func (em *emitter) add(e Entry) {
 		em.batch = make([]Entry, 0, n)
 	}
 	e.Root.acquire()
+	if e.dir != nil {
+		e.dir.refs.Add(1)
+	}
 	em.batch = append(em.batch, e)
 	if len(em.batch) == cap(em.batch) {
 		em.flush()
@@ -291,14 +305,29 @@ func procFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 // subdirectories.
 func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 	fd := job.root.fd
+	var dh *dirHandle
 	if job.rel != "" {
 		var err error
-		fd, err = openBeneath(job.root, job.rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, w.opt.Follow)
+		base, name := job.root.fd, job.rel
+		if job.parent != nil {
+			base, name = job.parent.fd, job.rel[strings.LastIndexByte(job.rel, '/')+1:]
+		}
+		fd, err = openBeneath(job.root, base, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, w.opt.Follow)
+		if job.parent != nil {
+			job.parent.release()
+		}
 		if err != nil {
 			em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: openErr(err, w.opt.Follow)})
 			return
 		}
-		defer unix.Close(fd)
+		select {
+		case w.dirSem <- struct{}{}:
+			dh = &dirHandle{fd: fd, sem: w.dirSem}
+			dh.refs.Store(1) // readDir's own, released when it returns
+			defer dh.release()
+		default:
+			defer unix.Close(fd)
+		}
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -342,7 +371,7 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 			sorted = append(sorted, c)
 			continue
 		}
-		if sub, ok := w.child(job, fd, c, em); ok {
+		if sub, ok := w.child(job, fd, dh, c, em); ok {
 			w.push(sub)
 		}
 	}
@@ -363,7 +392,7 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 			if w.ctx.Err() != nil {
 				return
 			}
-			if sub, ok := w.child(job, fd, c, em); ok {
+			if sub, ok := w.child(job, fd, dh, c, em); ok {
 				job.root.acquire()
 				w.readDir(sub, em, scratch)
 				job.root.release()
@@ -379,12 +408,12 @@ type child struct {
 }
 
 // child emits one listed name, or returns the directory job to read for it.
-func (w *walk) child(job dirJob, dirfd int, c child, em *emitter) (dirJob, bool) {
+func (w *walk) child(job dirJob, dirfd int, dh *dirHandle, c child, em *emitter) (dirJob, bool) {
 	rel := c.name
 	if job.rel != "" {
 		rel = job.rel + "/" + c.name
 	}
-	e := Entry{Root: job.root, Rel: rel, Depth: job.depth + 1}
+	e := Entry{Root: job.root, Rel: rel, Depth: job.depth + 1, dir: dh}
 	if c.err != nil {
 		e.Err = unwrapPathErr(c.err)
 		if errors.Is(e.Err, unix.ENOENT) {
@@ -410,7 +439,10 @@ func (w *walk) child(job dirJob, dirfd int, c child, em *emitter) (dirJob, bool)
 		if w.opt.Filter.Excluded(rel) {
 			return dirJob{}, false
 		}
-		return dirJob{root: job.root, rel: rel, depth: e.Depth}, true
+		if dh != nil {
+			dh.refs.Add(1) // released by readDir of the subdirectory once opened
+		}
+		return dirJob{root: job.root, rel: rel, depth: e.Depth, parent: dh}, true
 	}
 	if !w.opt.Filter.Selected(rel) {
 		return dirJob{}, false
