@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"io"
 	"os"
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"pbatch/tasks"
+	"pbatch/walker"
 )
 
 // version is set by -ldflags "-X main.version=…"; otherwise the module version.
@@ -61,6 +64,11 @@ type engineOpts struct {
 	meta         bool // chmod/chown summary
 	dryRun       bool
 	batch        int // fixed batch size (exec -X); 0 adapts to the cost per file
+	// source replaces the walk (check reads manifests); batchSize says how many
+	// entries to send at once.
+	source    func(ctx context.Context, batchSize func() int, out chan<- []walker.Entry) error
+	noSummary bool // the formatter prints its own (check)
+	noDiag    bool // the formatter prints every diagnostic itself (check)
 }
 
 func engineFlags(o *engineOpts) []cli.Flag {
@@ -224,6 +232,7 @@ func commands(stdin io.Reader, stdout, stderr io.Writer) []*cli.Command {
 		lineBuffer bool
 	}
 	return []*cli.Command{
+		checkCommand(stdin, stdout, stderr),
 		{
 			Name:      "hash",
 			Usage:     "print a checksum of every file, as sha256sum and friends do",
@@ -512,6 +521,14 @@ func reorderArgs(args []string) []string {
 		return append([]string{args[0]}, rest[i:]...)
 	}
 	rest = append(rest[:i+1], splitShortValues(rest[i+1:], cmd.Flags)...)
+	if cmd.Name == "check" {
+		// coreutils' -w is --warn; pbatch's -w N is --workers: a number decides.
+		for j := i + 1; j < len(rest) && rest[j] != "--"; j++ {
+			if rest[j] == "-w" && (j+1 == len(rest) || !isNumber(rest[j+1])) {
+				rest[j] = "--warn"
+			}
+		}
+	}
 	var paths, command []string
 	for j := i + 1; j < len(rest); j++ {
 		a := rest[j]
@@ -599,6 +616,11 @@ func isShortFlag(flags []cli.Flag, name string) bool {
 		}
 	}
 	return name == "h"
+}
+
+func isNumber(s string) bool {
+	_, err := strconv.Atoi(s)
+	return err == nil
 }
 
 func isFlag(a string) bool { return len(a) > 1 && a[0] == '-' }

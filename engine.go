@@ -45,7 +45,7 @@ type done struct {
 // it starts; runEngine returns only after all of them have ended.
 func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts, task tasks.Task, f formatter,
 	stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(paths) == 0 {
+	if len(paths) == 0 && o.source == nil {
 		return usagef(cmd, "no PATH given (use . for the current directory, - to read paths from stdin)")
 	}
 	dashes := 0
@@ -108,7 +108,11 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 	var walkDone atomic.Bool
 	walkErr := make(chan error, 1)
 	go func() { // walker: ends when every root is walked or ctx is done; closes entries
-		walkErr <- walker.Walk(ctx, rootSeq(paths, stdin, o.null), wopt, entries)
+		if o.source != nil {
+			walkErr <- o.source(ctx, batchSize, entries)
+		} else {
+			walkErr <- walker.Walk(ctx, rootSeq(paths, stdin, o.null), wopt, entries)
+		}
 		walkDone.Store(true)
 		close(entries)
 	}()
@@ -184,6 +188,7 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 	col := newCollector(stdout, stderr, f, o.quiet)
 	col.meta, col.dryRun = o.meta, o.dryRun
 	col.jsonOut = o.format == "json"
+	col.noDiag = o.noDiag
 	col.noBytes = cmd == "exec" || cmd == "list"
 	col.start = time.Now()
 	var tick <-chan time.Time
@@ -257,6 +262,10 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		col.addAll(fin.Finish(ctx))
 	}
 	col.flush()
+	if fin, ok := f.(interface{ finish(stderr io.Writer) int64 }); ok {
+		col.failed += fin.finish(stderr)
+	}
+	col.flush()
 	srcErr := <-walkErr
 	if col.werr == errBrokenPipe {
 		return errBrokenPipe
@@ -266,7 +275,7 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		col.failed++
 	}
 	col.stop = errors.Is(context.Cause(ctx), errStopped)
-	if !o.quiet {
+	if !o.quiet && !o.noSummary {
 		var in interrupted
 		col.summary(errors.As(context.Cause(ctx), &in))
 	}

@@ -38,6 +38,7 @@ type collector struct {
 	line   []byte
 	werr   error // first stdout error; nothing more is written after it
 
+	noDiag bool // the formatter reports problems itself (check)
 	meta   bool // chmod/chown: count changed and unchanged entries
 	dryRun bool
 
@@ -96,7 +97,7 @@ func (c *collector) add(r *tasks.Result) {
 }
 
 func (c *collector) note(r *tasks.Result) {
-	if !c.quiet {
+	if !c.quiet && !c.noDiag {
 		c.diag(r)
 	}
 }
@@ -106,6 +107,9 @@ func (c *collector) note(r *tasks.Result) {
 func (c *collector) diag(r *tasks.Result) {
 	c.prog.clear()
 	c.stderrBlock(r)
+	if c.noDiag {
+		return
+	}
 	fmt.Fprintf(c.stderr, "pbatch: %s: %s\n", quoteName(r.Entry.Path()), r.Err)
 }
 

@@ -98,6 +98,13 @@ type Entry struct {
 	Type  Type
 	Depth int
 	Err   error // the walk failed at this path (unreadable directory, vanished, loop)
+	Aux   any   // carried for the task by a source other than Walk (check: the expected digest)
+}
+
+// NamedEntry is an entry for a path named outright (a PATH argument, a manifest
+// line) rather than found by a walk: it is opened as named, as PATH arguments are.
+func NamedEntry(path string, aux any) Entry {
+	return Entry{Root: &Root{Path: path, fd: -1}, Aux: aux}
 }
 
 // Path is the path as the user sees it: the root argument joined with Rel, without
@@ -216,10 +223,20 @@ func openBeneath(r *Root, dirfd int, rel string, flags int, follow bool) (int, e
 			// -L asks for symlinks to be followed, even out of the tree.
 			how.Resolve = 0
 		}
-		return retryEINTR(func() (int, error) { return unix.Openat2(dirfd, rel, &how) })
+		for {
+			fd, err := unix.Openat2(dirfd, rel, &how)
+			if err != unix.EINTR {
+				return fd, err
+			}
+		}
 	}
 	if follow {
-		return retryEINTR(func() (int, error) { return unix.Openat(dirfd, rel, flags, 0) })
+		for {
+			fd, err := unix.Openat(dirfd, rel, flags, 0)
+			if err != unix.EINTR {
+				return fd, err
+			}
+		}
 	}
 	// Fallback: os.Root never resolves a path outside the root, even through
 	// symlinks or "..", though it may follow a symlink that stays inside it.

@@ -1,0 +1,98 @@
+package tasks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"hash"
+
+	"golang.org/x/sys/unix"
+
+	"pbatch/manifest"
+	"pbatch/walker"
+)
+
+// CheckItem is what a manifest says of one record; it travels in Entry.Aux.
+type CheckItem struct {
+	Manifest string // as named on the command line ("-" for stdin)
+	Index    int    // which manifest argument, from 0
+	Entry    manifest.Entry
+	Err      error // the record is malformed or names an unsupported algorithm
+	Open     error // the manifest itself could not be opened or read
+}
+
+var (
+	// ErrMismatch is a digest that differs from the manifest's.
+	ErrMismatch = errors.New("computed checksum did NOT match")
+	// ErrMalformedLine marks a record that is not a checksum line.
+	ErrMalformedLine = errors.New("improperly formatted checksum line")
+	// ErrIgnoredMissing marks a missing file under --ignore-missing.
+	ErrIgnoredMissing = skipError("missing, ignored")
+)
+
+// Check verifies files against manifest records under the same safety model as
+// hash: opened without blocking, only regular files read, read to EOF, fstat
+// compared before and after.
+type Check struct {
+	ignoreMissing bool
+	strict        bool
+}
+
+// NewCheck returns the check task.
+func NewCheck(ignoreMissing, strict bool) *Check {
+	return &Check{ignoreMissing: ignoreMissing, strict: strict}
+}
+
+func (t *Check) NewWorker() Worker {
+	return &checkWorker{t: t, rd: newReader(true), hashes: map[string]hash.Hash{}}
+}
+
+type checkWorker struct {
+	t      *Check
+	rd     reader
+	hashes map[string]hash.Hash // one state per algorithm, reused
+	sum    [64]byte
+}
+
+func (w *checkWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
+	item, _ := e.Aux.(*CheckItem)
+	if item == nil {
+		fromWalk(e, r)
+		return
+	}
+	if item.Open != nil {
+		r.Status, r.Err = Failed, item.Open
+		return
+	}
+	if item.Err != nil {
+		r.Status, r.Err = Skipped, item.Err
+		if w.t.strict {
+			r.Status = Failed
+		}
+		return
+	}
+	h := w.hashes[item.Entry.Algorithm]
+	if h == nil {
+		alg, err := LookupAlgorithm(item.Entry.Algorithm)
+		if err != nil {
+			r.Status, r.Err = Failed, err
+			return
+		}
+		h = alg.New()
+		w.hashes[item.Entry.Algorithm] = h
+	}
+	h.Reset()
+	if !w.rd.read(ctx, e, h, r) {
+		if w.t.ignoreMissing && errors.Is(r.Err, unix.ENOENT) {
+			r.Status, r.Err = Skipped, ErrIgnoredMissing
+		} else if r.Status == Skipped || r.Status == Vanished {
+			r.Status = Failed // a listed file that cannot be read fails the check
+		}
+		return
+	}
+	sum := h.Sum(w.sum[:0])
+	r.SumLen = uint8(copy(r.Sum[:], sum))
+	if !bytes.Equal(sum, item.Entry.Digest) {
+		r.Status, r.Err = Failed, ErrMismatch
+	}
+}
