@@ -233,6 +233,7 @@ func commands(stdin io.Reader, stdout, stderr io.Writer) []*cli.Command {
 	}
 	return []*cli.Command{
 		checkCommand(stdin, stdout, stderr),
+		auditCommand(stdin, stdout, stderr),
 		{
 			Name:      "hash",
 			Usage:     "print a checksum of every file, as sha256sum and friends do",

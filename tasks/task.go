@@ -60,6 +60,12 @@ type Result struct {
 	Exit           int
 	Stdout, Stderr []byte
 
+	// audit: the verdict (ok, modified, damaged, new, missing, moved), the
+	// manifest's digest, and for moved the path the manifest listed.
+	Verdict  string
+	Expected []byte
+	OldPath  string
+
 	// Later means the task kept the entry to finish it after every other entry
 	// (see Finisher); this result is not reported.
 	Later bool
