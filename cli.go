@@ -164,6 +164,7 @@ Run 'pbatch COMMAND --help' for a command's flags and examples.`,
 		ExitErrHandler:            func(*cli.Context, error) {},
 		DisableSliceFlagSeparator: true,
 		UseShortOptionHandling:    true,
+		EnableBashCompletion:      true,
 		HideHelpCommand:           true,
 		CustomAppHelpTemplate:     cli.AppHelpTemplate + "\n" + exitCodesHelp,
 		Action: func(c *cli.Context) error {
@@ -173,7 +174,7 @@ Run 'pbatch COMMAND --help' for a command's flags and examples.`,
 			return usagef("", "unknown command %q", c.Args().First())
 		},
 	}
-	for _, cmd := range commands(stdin, stdout, stderr) {
+	for _, cmd := range append(commands(stdin, stdout, stderr), completionCommand(stdout)) {
 		cmd.OnUsageError = onUsage
 		cmd.CustomHelpTemplate = cli.CommandHelpTemplate + "\n" + exitCodesHelp
 		app.Commands = append(app.Commands, cmd)
@@ -483,7 +484,7 @@ func argMax() int {
 // the first positional argument. Everything after "--" stays a PATH, and "--" is
 // inserted so that PATHs starting with '-' are never read as flags.
 func reorderArgs(args []string) []string {
-	if len(args) < 2 {
+	if len(args) < 2 || args[len(args)-1] == "--generate-bash-completion" {
 		return args
 	}
 	table := commands(nil, nil, nil)
