@@ -90,7 +90,11 @@ EXAMPLES:
 			}
 			o.noSummary, o.noDiag = true, true
 			f := &auditFormat{json: o.format == "json", listAll: all, quiet: o.quiet, stderr: stderr, malformed: len(bad)}
-			err = runEngine(c.Context, "audit", paths, &o, tasks.NewAudit(ix, paths, o.follow), f, stdin, stdout, stderr)
+			ro, err := o.readOpts("audit")
+			if err != nil {
+				return err
+			}
+			err = runEngine(c.Context, "audit", paths, &o, tasks.NewAudit(ix, paths, ro), f, stdin, stdout, stderr)
 			if err == nil && len(bad) > 0 {
 				return exitError{exitFailed}
 			}

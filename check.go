@@ -42,7 +42,7 @@ EXAMPLES:
    pbatch check --quiet -w 8 /srv/archive/*.sha256
    pbatch check -a blake3 B3SUMS
    pbatch hash --format json /srv > m.jsonl && pbatch check m.jsonl`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "workers", Aliases: []string{"w"}, Value: runtime.NumCPU(), Destination: &o.workers,
 				Usage: "verify `N` files in parallel"},
 			&cli.StringFlag{Name: "algorithm", Aliases: []string{"a"}, Destination: &algorithm,
@@ -60,7 +60,7 @@ EXAMPLES:
 				Usage: "live progress on stderr: `WHEN` is auto, always or never"},
 			&cli.BoolFlag{Name: "fail-fast", Destination: &o.failFast, Usage: "stop at the first failure"},
 			&cli.IntFlag{Name: "max-errors", Destination: &o.maxErrors, Usage: "stop after `N` failures (0: never)"},
-		},
+		}, processFlags(&o)...),
 		Action: func(c *cli.Context) error {
 			o.maxDepth = -1
 			if err := o.validate("check"); err != nil {
@@ -81,7 +81,11 @@ EXAMPLES:
 			f := &checkFormat{stderr: stderr, names: names, quiet: quiet, status: status, warn: warn,
 				json: o.format == "json", strict: strict, ignoreMissing: ignoreMissing,
 				counts: make([]checkCounts, len(names))}
-			return runEngine(c.Context, "check", nil, &o, tasks.NewCheck(ignoreMissing, strict), f, stdin, stdout, stderr)
+			ro, err := o.readOpts("check")
+			if err != nil {
+				return err
+			}
+			return runEngine(c.Context, "check", nil, &o, tasks.NewCheck(ignoreMissing, strict, ro), f, stdin, stdout, stderr)
 		},
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"pbatch/tasks"
 	"pbatch/walker"
@@ -58,6 +59,18 @@ type engineOpts struct {
 	failFast  bool
 	maxErrors int
 
+	// Selection and scheduled-maintenance flags (see selectFlags, processFlags).
+	olderThan, newerThan string
+	timeField            string
+	minSize, maxSize     string
+	types                string
+	shard                string
+	lock                 string
+	waitLock             time.Duration
+	bwlimit              string
+	nice                 int
+	ionice               string
+
 	// Set by commands, not flags.
 	dirs         bool // the task receives directories too
 	preserveRoot bool // refuse "/"
@@ -72,6 +85,10 @@ type engineOpts struct {
 }
 
 func engineFlags(o *engineOpts) []cli.Flag {
+	return append(walkFlags(o), processFlags(o)...)
+}
+
+func walkFlags(o *engineOpts) []cli.Flag {
 	return []cli.Flag{
 		&cli.IntFlag{Name: "workers", Aliases: []string{"w"}, Value: runtime.NumCPU(), Destination: &o.workers,
 			Usage: "run `N` workers in parallel"},
@@ -97,7 +114,49 @@ func engineFlags(o *engineOpts) []cli.Flag {
 			Usage: "stop dispatching at the first failure (files in flight are aborted)"},
 		&cli.IntFlag{Name: "max-errors", Destination: &o.maxErrors,
 			Usage: "stop dispatching after `N` failures (0: never)"},
+		&cli.StringFlag{Name: "older-than", Destination: &o.olderThan,
+			Usage: "only entries last modified before `AGE` ago (7d, 12h, 1w2d) or before a date (2026-11-01)"},
+		&cli.StringFlag{Name: "newer-than", Destination: &o.newerThan,
+			Usage: "only entries modified within `AGE` (or after a date)"},
+		&cli.StringFlag{Name: "time", Value: "mtime", Destination: &o.timeField,
+			Usage: "which time --older-than/--newer-than compare: `mtime`, ctime or atime"},
+		&cli.StringFlag{Name: "min-size", Destination: &o.minSize, Usage: "only files of at least `SIZE` (4096, 10MB, 1.5GiB)"},
+		&cli.StringFlag{Name: "max-size", Destination: &o.maxSize, Usage: "only files of at most `SIZE`"},
+		&cli.StringFlag{Name: "type", Destination: &o.types,
+			Usage: "only entries of `TYPES`: f (files), d (directories), l (symlinks), comma-separated, where the task allows"},
+		&cli.StringFlag{Name: "shard", Destination: &o.shard,
+			Usage: "process only shard `K/N` (0 <= K < N) of the files, by a stable hash of the path below the PATH"},
 	}
+}
+
+// processFlags are the scheduled-maintenance flags every command has, check included.
+func processFlags(o *engineOpts) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "lock", Destination: &o.lock,
+			Usage: "take an exclusive lock on `FILE` first; if another run holds it, exit 75 at once"},
+		&cli.DurationFlag{Name: "wait-lock", Destination: &o.waitLock,
+			Usage: "with --lock, wait up to `DURATION` for the lock instead"},
+		&cli.StringFlag{Name: "bwlimit", Destination: &o.bwlimit,
+			Usage: "read at most `RATE` (e.g. 50MB/s) in total, all workers together"},
+		&cli.IntFlag{Name: "nice", Destination: &o.nice, Usage: "run at CPU niceness `N` (-20 to 19)"},
+		&cli.StringFlag{Name: "ionice", Destination: &o.ionice,
+			Usage: "I/O scheduling `CLASS`: idle, best-effort[:0-7] or realtime[:0-7]"},
+	}
+}
+
+// readOpts builds the options of the tasks that read content.
+func (o *engineOpts) readOpts(cmd string) (tasks.ReadOptions, error) {
+	ro := tasks.ReadOptions{Follow: o.follow}
+	if o.bwlimit != "" {
+		bps, err := parseRate(o.bwlimit)
+		if err != nil {
+			return ro, usagef(cmd, "--bwlimit: %s", err)
+		}
+		// A burst of one read buffer: one wait per read, and the average holds
+		// to the limit from the first second on.
+		ro.Limit = rate.NewLimiter(rate.Limit(bps), tasks.ReadBufSize)
+	}
+	return ro, nil
 }
 
 func (o *engineOpts) validate(cmd string) error {
@@ -268,8 +327,12 @@ ALGORITHMS: ` + tasks.AlgorithmNames(),
 				if hash.tag && hash.format == "json" {
 					return usagef("hash", "--tag and --format json cannot be combined")
 				}
+				ro, err := hash.readOpts("hash")
+				if err != nil {
+					return err
+				}
 				f := &hashFormat{alg: alg, tag: hash.tag, json: hash.format == "json", null: hash.null}
-				return runEngine(c.Context, "hash", c.Args().Slice(), &hash.engineOpts, tasks.NewHash(alg, hash.follow), f, stdin, stdout, stderr)
+				return runEngine(c.Context, "hash", c.Args().Slice(), &hash.engineOpts, tasks.NewHash(alg, ro), f, stdin, stdout, stderr)
 			},
 		},
 		{

@@ -61,6 +61,14 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 	if err != nil {
 		return usagef(cmd, "%s", err)
 	}
+	sel, err := o.selection(cmd)
+	if err != nil {
+		return err
+	}
+	// Last before any work: niceness, I/O class, and the lock.
+	if err := applyProcess(cmd, o, stderr); err != nil {
+		return err
+	}
 
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
@@ -89,8 +97,11 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		Readers:       min(max(o.workers, 2), 8),
 		Filter:        filter,
 		BatchSize:     batchSize,
-		Dirs:          o.dirs,
+		Dirs:          o.dirs || sel.types&(1<<walker.Dir) != 0,
 		PreserveRoot:  o.preserveRoot,
+		Types:         sel.types,
+		Stat:          sel.stat,
+		Keep:          sel.keep,
 	}
 
 	entries := make(chan []walker.Entry, o.workers)

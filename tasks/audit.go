@@ -85,15 +85,15 @@ func (ix *Index) Len() int { return len(ix.entries) }
 
 // Audit compares the files below the PATHs with an Index.
 type Audit struct {
-	ix     *Index
-	roots  []string // cleaned PATHs: only listed files below them can be missing
-	follow bool
+	ix    *Index
+	roots []string // cleaned PATHs: only listed files below them can be missing
+	ro    ReadOptions
 }
 
 // NewAudit returns the audit task for the given PATHs ("-" reads paths from
 // stdin: then any listed file can be missing).
-func NewAudit(ix *Index, roots []string, follow bool) *Audit {
-	t := &Audit{ix: ix, follow: follow}
+func NewAudit(ix *Index, roots []string, ro ReadOptions) *Audit {
+	t := &Audit{ix: ix, ro: ro}
 	for _, r := range roots {
 		if r == "-" {
 			t.roots = nil
@@ -119,7 +119,7 @@ func (t *Audit) under(name string) bool {
 }
 
 func (t *Audit) NewWorker() Worker {
-	return &auditWorker{t: t, rd: newReader(t.follow), hashes: map[string]hash.Hash{}}
+	return &auditWorker{t: t, rd: newReader(t.ro), hashes: map[string]hash.Hash{}}
 }
 
 type auditWorker struct {

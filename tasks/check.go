@@ -36,15 +36,18 @@ var (
 type Check struct {
 	ignoreMissing bool
 	strict        bool
+	ro            ReadOptions
 }
 
-// NewCheck returns the check task.
-func NewCheck(ignoreMissing, strict bool) *Check {
-	return &Check{ignoreMissing: ignoreMissing, strict: strict}
+// NewCheck returns the check task. Names in a manifest are opened as named, as
+// coreutils does.
+func NewCheck(ignoreMissing, strict bool, ro ReadOptions) *Check {
+	ro.Follow = true
+	return &Check{ignoreMissing: ignoreMissing, strict: strict, ro: ro}
 }
 
 func (t *Check) NewWorker() Worker {
-	return &checkWorker{t: t, rd: newReader(true), hashes: map[string]hash.Hash{}}
+	return &checkWorker{t: t, rd: newReader(t.ro), hashes: map[string]hash.Hash{}}
 }
 
 type checkWorker struct {

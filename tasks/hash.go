@@ -69,15 +69,15 @@ func (h xxh128) Sum(b []byte) []byte {
 
 // Hash computes a digest of every regular file.
 type Hash struct {
-	alg    Algorithm
-	follow bool
+	alg Algorithm
+	ro  ReadOptions
 }
 
-// NewHash returns the hash task. follow (-L) lets opens follow symlinks.
-func NewHash(alg Algorithm, follow bool) *Hash { return &Hash{alg: alg, follow: follow} }
+// NewHash returns the hash task.
+func NewHash(alg Algorithm, ro ReadOptions) *Hash { return &Hash{alg: alg, ro: ro} }
 
 func (t *Hash) NewWorker() Worker {
-	return &hashWorker{rd: newReader(t.follow), h: t.alg.New()}
+	return &hashWorker{rd: newReader(t.ro), h: t.alg.New()}
 }
 
 type hashWorker struct {

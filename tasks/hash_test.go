@@ -58,7 +58,7 @@ func TestHashAlgorithmsKnownDigests(t *testing.T) {
 	}
 	for _, alg := range Algorithms {
 		t.Run(alg.Name, func(t *testing.T) {
-			w := NewHash(alg, false).NewWorker()
+			w := NewHash(alg, ReadOptions{}).NewWorker()
 			for _, e := range entries(t, dir) {
 				var r Result
 				w.Run(context.Background(), &e, &r)
@@ -106,7 +106,7 @@ func TestHashStatuses(t *testing.T) {
 	want := map[string]Status{
 		"f": OK, "link": Skipped, "fifo": Skipped, "gone": Vanished, "swapped": Skipped, "missing": Failed,
 	}
-	w := NewHash(Algorithms[0], false).NewWorker()
+	w := NewHash(Algorithms[0], ReadOptions{}).NewWorker()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -133,7 +133,7 @@ func TestHashStatuses(t *testing.T) {
 func TestHashReadsToEOFIgnoringStSize(t *testing.T) {
 	// procfs reports st_size 0 for files with content.
 	es := entries(t, "/proc/self/status")
-	w := NewHash(Algorithms[0], false).NewWorker()
+	w := NewHash(Algorithms[0], ReadOptions{}).NewWorker()
 	var r Result
 	w.Run(context.Background(), &es[0], &r)
 	es[0].Done()
@@ -167,7 +167,7 @@ func TestHashDetectsChangeDuringRead(t *testing.T) {
 		}
 	})
 	defer func() { close(stop); wg.Wait() }()
-	w := NewHash(Algorithms[0], false).NewWorker()
+	w := NewHash(Algorithms[0], ReadOptions{}).NewWorker()
 	for range 20 {
 		es := entries(t, dir)
 		var r Result
@@ -193,7 +193,7 @@ func TestHashHonoursCancel(t *testing.T) {
 	cancel()
 	es := entries(t, dir)
 	var r Result
-	NewHash(Algorithms[0], false).NewWorker().Run(ctx, &es[0], &r)
+	NewHash(Algorithms[0], ReadOptions{}).NewWorker().Run(ctx, &es[0], &r)
 	es[0].Done()
 	if !errors.Is(r.Err, context.Canceled) {
 		t.Errorf("cancelled run: %v %v, want context.Canceled", r.Status, r.Err)
@@ -227,7 +227,7 @@ func BenchmarkHashSmallFile(b *testing.B) {
 	for _, alg := range []string{"sha256", "blake3", "xxh64"} {
 		a, _ := LookupAlgorithm(alg)
 		b.Run(alg, func(b *testing.B) {
-			w := NewHash(a, false).NewWorker()
+			w := NewHash(a, ReadOptions{}).NewWorker()
 			b.ReportAllocs()
 			b.SetBytes(4096)
 			for b.Loop() {
@@ -246,7 +246,7 @@ func BenchmarkHashLargeFile(b *testing.B) {
 	es := entries(b, dir)
 	for _, a := range Algorithms {
 		b.Run(a.Name, func(b *testing.B) {
-			w := NewHash(a, false).NewWorker()
+			w := NewHash(a, ReadOptions{}).NewWorker()
 			b.ReportAllocs()
 			b.SetBytes(64 << 20)
 			for b.Loop() {

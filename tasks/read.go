@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"pbatch/walker"
 )
@@ -13,13 +14,20 @@ import (
 // reads content: opened beneath its root without following symlinks, never
 // blocking, only regular files read, read to EOF, fstat compared before and after.
 type reader struct {
-	follow bool
-	buf    []byte
+	ReadOptions
+	buf []byte
 }
 
-const readBufSize = 256 << 10
+// ReadOptions are shared by the tasks that read content (hash, check, audit).
+type ReadOptions struct {
+	Follow bool          // -L: opens may follow symlinks
+	Limit  *rate.Limiter // --bwlimit: bytes per second, all workers together
+}
 
-func newReader(follow bool) reader { return reader{follow: follow, buf: make([]byte, readBufSize)} }
+// ReadBufSize is the size of each worker's read buffer: the most one read returns.
+const ReadBufSize = 256 << 10
+
+func newReader(o ReadOptions) reader { return reader{ReadOptions: o, buf: make([]byte, ReadBufSize)} }
 
 // read feeds the content of e to w and fills in the metadata and status of r.
 // It returns false when r is final (skipped, failed, changed).
@@ -27,9 +35,9 @@ func (rd *reader) read(ctx context.Context, e *walker.Entry, w io.Writer, r *Res
 	if fromWalk(e, r) {
 		return false
 	}
-	fd, err := e.Open(rd.follow)
+	fd, err := e.Open(rd.Follow)
 	if err != nil {
-		err = walker.OpenErr(e, err, rd.follow)
+		err = walker.OpenErr(e, err, rd.Follow)
 		if err == walker.ErrVanished {
 			r.Status, r.Err = Vanished, err
 		} else {
@@ -66,6 +74,13 @@ func (rd *reader) read(ctx context.Context, e *walker.Entry, w io.Writer, r *Res
 		}
 		if k == 0 {
 			break
+		}
+		if rd.Limit != nil {
+			// The bucket's burst is at least one buffer, so one wait per read.
+			if err := rd.Limit.WaitN(ctx, k); err != nil {
+				r.Status, r.Err = Failed, ctx.Err()
+				return false
+			}
 		}
 		w.Write(rd.buf[:k])
 		n += int64(k)

@@ -25,6 +25,16 @@ type Options struct {
 	Readers       int     // directories read at once when not Sorted; default 4
 	Filter        *Filter // nil selects everything
 	PreserveRoot  bool    // refuse "/" as a PATH (for tasks that change things)
+	// Types, when not zero, emits only entries of these types (1<<File, 1<<Dir, …);
+	// directories are walked whatever it says.
+	Types uint8
+	// Stat, when set, is asked with each non-directory entry's lstat (and, with
+	// Dirs, each directory's) and drops the entry when it returns false: age and
+	// size selection. It costs one fstatat per entry.
+	Stat func(st *unix.Stat_t) bool
+	// Keep, when set, drops a non-directory entry when it returns false
+	// (sharding by path).
+	Keep func(e *Entry) bool
 	// BatchSize is asked for the size of each batch as it is started, so that the
 	// consumer can trade per-batch overhead against load balance; default 64.
 	BatchSize func() int
@@ -187,7 +197,12 @@ func (w *walk) feed(path string, em *emitter) {
 		}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		em.add(Entry{Root: &Root{Path: path, fd: -1}, Type: typeOfMode(st.Mode)})
+		e := Entry{Root: &Root{Path: path, fd: -1}, Type: typeOfMode(st.Mode)}
+		if (w.opt.Types != 0 && w.opt.Types&(1<<e.Type) == 0) || (w.opt.Keep != nil && !w.opt.Keep(&e)) ||
+			(w.opt.Stat != nil && !w.opt.Stat(&st)) {
+			return
+		}
+		em.add(e)
 		return
 	}
 	fd, err := retryEINTR(func() (int, error) {
@@ -342,7 +357,7 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: ErrVisited})
 		return
 	}
-	if w.opt.Dirs {
+	if w.opt.Dirs && (w.opt.Types == 0 || w.opt.Types&(1<<Dir) != 0) && (w.opt.Stat == nil || w.opt.Stat(&st)) {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth})
 	}
 	if !read {
@@ -444,11 +459,38 @@ func (w *walk) child(job dirJob, dirfd int, dh *dirHandle, c child, em *emitter)
 		}
 		return dirJob{root: job.root, rel: rel, depth: e.Depth, parent: dh}, true
 	}
-	if !w.opt.Filter.Selected(rel) {
+	if !w.opt.Filter.Selected(rel) || !w.selected(&e, dirfd, c.name) {
 		return dirJob{}, false
 	}
 	em.add(e)
 	return dirJob{}, false
+}
+
+// selected applies the type, shard and stat selections to a listed entry.
+func (w *walk) selected(e *Entry, dirfd int, name string) bool {
+	if w.opt.Types != 0 && w.opt.Types&(1<<e.Type) == 0 && e.Err == nil {
+		return false
+	}
+	if w.opt.Keep != nil && e.Err == nil && !w.opt.Keep(e) {
+		return false
+	}
+	if w.opt.Stat != nil && e.Err == nil {
+		var st unix.Stat_t
+		flags := unix.AT_SYMLINK_NOFOLLOW
+		if w.opt.Follow {
+			flags = 0
+		}
+		if err := unix.Fstatat(dirfd, name, &st, flags); err != nil {
+			if err == unix.ENOENT {
+				e.Err = ErrVanished
+			} else {
+				e.Err = err
+			}
+			return true // reported, not silently dropped
+		}
+		return w.opt.Stat(&st)
+	}
+	return true
 }
 
 func typeOfMode(m uint32) Type {

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"strings"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"golang.org/x/sys/unix"
+
+	"pbatch/walker"
+)
+
+// selection is what --older-than, --newer-than, --min-size, --max-size, --type
+// and --shard turn into for the walker.
+type selection struct {
+	types uint8
+	stat  func(st *unix.Stat_t) bool
+	keep  func(e *walker.Entry) bool
+}
+
+// allowedTypes is what --type may name for each command; "" allows none.
+var allowedTypes = map[string]string{
+	"hash": "f", "audit": "f", "exec": "f", "list": "fdl", "chmod": "fd", "chown": "fdl",
+}
+
+func (o *engineOpts) selection(cmd string) (selection, error) {
+	var sel selection
+	if o.types != "" {
+		for _, t := range strings.Split(o.types, ",") {
+			if len(t) != 1 || !strings.Contains(allowedTypes[cmd], t) {
+				return sel, usagef(cmd, "invalid --type %q: %s takes %s", o.types, cmd, strings.Join(strings.Split(allowedTypes[cmd], ""), ", "))
+			}
+			switch t {
+			case "f":
+				sel.types |= 1 << walker.File
+			case "d":
+				sel.types |= 1 << walker.Dir
+			case "l":
+				sel.types |= 1 << walker.Symlink
+			}
+		}
+	}
+	now := time.Now()
+	var older, newer time.Time
+	var err error
+	if o.olderThan != "" {
+		if older, err = parseAge(o.olderThan, now); err != nil {
+			return sel, usagef(cmd, "--older-than: %s", err)
+		}
+	}
+	if o.newerThan != "" {
+		if newer, err = parseAge(o.newerThan, now); err != nil {
+			return sel, usagef(cmd, "--newer-than: %s", err)
+		}
+	}
+	var field func(st *unix.Stat_t) unix.Timespec
+	switch o.timeField {
+	case "", "mtime":
+		field = func(st *unix.Stat_t) unix.Timespec { return st.Mtim }
+	case "ctime":
+		field = func(st *unix.Stat_t) unix.Timespec { return st.Ctim }
+	case "atime":
+		field = func(st *unix.Stat_t) unix.Timespec { return st.Atim }
+	default:
+		return sel, usagef(cmd, "invalid --time %q (choose mtime, ctime or atime)", o.timeField)
+	}
+	minSize, maxSize := int64(-1), int64(-1)
+	if o.minSize != "" {
+		if minSize, err = parseSize(o.minSize); err != nil {
+			return sel, usagef(cmd, "--min-size: %s", err)
+		}
+	}
+	if o.maxSize != "" {
+		if maxSize, err = parseSize(o.maxSize); err != nil {
+			return sel, usagef(cmd, "--max-size: %s", err)
+		}
+	}
+	if !older.IsZero() || !newer.IsZero() || minSize >= 0 || maxSize >= 0 {
+		olderNs, newerNs := older.UnixNano(), newer.UnixNano()
+		sel.stat = func(st *unix.Stat_t) bool {
+			ts := field(st)
+			t := ts.Nano()
+			if !older.IsZero() && t >= olderNs {
+				return false
+			}
+			if !newer.IsZero() && t <= newerNs {
+				return false
+			}
+			// Sizes select regular files; other types pass.
+			if st.Mode&unix.S_IFMT == unix.S_IFREG {
+				if minSize >= 0 && st.Size < minSize {
+					return false
+				}
+				if maxSize >= 0 && st.Size > maxSize {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	if o.shard != "" {
+		k, n, err := parseShard(o.shard)
+		if err != nil {
+			return sel, usagef(cmd, "--shard: %s", err)
+		}
+		sel.keep = func(e *walker.Entry) bool { return shardOf(e, n) == k }
+	}
+	return sel, nil
+}
+
+// shardOf maps an entry to a shard by a stable hash (xxh64) of its path below
+// its PATH argument, so every machine and every run agrees, whatever the
+// mount point: N machines running shards 0..N-1 cover the tree exactly once.
+func shardOf(e *walker.Entry, n uint64) uint64 {
+	key := e.Rel
+	if key == "" {
+		key = e.Root.Path
+	}
+	return xxhash.Sum64String(key) % n
+}
