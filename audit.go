@@ -42,7 +42,7 @@ EXAMPLES:
    pbatch hash --format json /srv/archive > archive.jsonl
    pbatch audit --manifest archive.jsonl /srv/archive
    pbatch audit --manifest SHA256SUMS --format json . | jq 'select(.status != "ok")'`,
-		Flags: append(engineFlags(&o),
+		Flags: append(append(engineFlags(&o), cacheFlags(&o)...),
 			&cli.StringFlag{Name: "manifest", Aliases: []string{"m"}, Destination: &manifestPath,
 				Usage: "the manifest `FILE` (any format pbatch check reads; '-' for stdin)"},
 			&cli.StringFlag{Name: "algorithm", Aliases: []string{"a"}, Destination: &algorithm,
@@ -90,10 +90,11 @@ EXAMPLES:
 			}
 			o.noSummary, o.noDiag = true, true
 			f := &auditFormat{json: o.format == "json", listAll: all, quiet: o.quiet, stderr: stderr, malformed: len(bad)}
-			ro, err := o.readOpts("audit")
+			ro, done, err := o.readOpts(c.Context, "audit", paths, stderr)
 			if err != nil {
 				return err
 			}
+			defer done()
 			err = runEngine(c.Context, "audit", paths, &o, tasks.NewAudit(ix, paths, ro), f, stdin, stdout, stderr)
 			if err == nil && len(bad) > 0 {
 				return exitError{exitFailed}

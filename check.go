@@ -60,7 +60,7 @@ EXAMPLES:
 				Usage: "live progress on stderr: `WHEN` is auto, always or never"},
 			&cli.BoolFlag{Name: "fail-fast", Destination: &o.failFast, Usage: "stop at the first failure"},
 			&cli.IntFlag{Name: "max-errors", Destination: &o.maxErrors, Usage: "stop after `N` failures (0: never)"},
-		}, processFlags(&o)...),
+		}, append(processFlags(&o), cacheFlags(&o)...)...),
 		Action: func(c *cli.Context) error {
 			o.maxDepth = -1
 			if err := o.validate("check"); err != nil {
@@ -81,10 +81,11 @@ EXAMPLES:
 			f := &checkFormat{stderr: stderr, names: names, quiet: quiet, status: status, warn: warn,
 				json: o.format == "json", strict: strict, ignoreMissing: ignoreMissing,
 				counts: make([]checkCounts, len(names))}
-			ro, err := o.readOpts("check")
+			ro, done, err := o.readOpts(c.Context, "check", nil, stderr)
 			if err != nil {
 				return err
 			}
+			defer done()
 			return runEngine(c.Context, "check", nil, &o, tasks.NewCheck(ignoreMissing, strict, ro), f, stdin, stdout, stderr)
 		},
 	}
@@ -264,11 +265,11 @@ func (f *checkFormat) record(b []byte, r *tasks.Result) []byte {
 		verdict = "FAILED open or read"
 	}
 	// coreutils 9.1 escapes a name in -c output only when it holds a newline,
-	// and then escapes '\\' too; a CR is printed as is.
+	// and then escapes '\\' and CR too; otherwise a CR is printed as is.
 	nb := []byte(name)
-	if needsEscape(nb, true) && containsLF(nb) {
+	if containsLF(nb) {
 		b = append(b, '\\')
-		b = escapeName(b, nb, true)
+		b = escapeName(b, nb, false)
 	} else {
 		b = append(b, name...)
 	}

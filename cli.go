@@ -70,6 +70,9 @@ type engineOpts struct {
 	bwlimit              string
 	nice                 int
 	ionice               string
+	cache                string // "" off; cacheDefault for the default place
+	cacheReset           bool
+	cachePrune           bool
 
 	// Set by commands, not flags.
 	dirs         bool // the task receives directories too
@@ -129,6 +132,21 @@ func walkFlags(o *engineOpts) []cli.Flag {
 	}
 }
 
+// cacheDefault is what a bare --cache becomes (reorderArgs): the default place.
+const cacheDefault = "@default"
+
+// cacheFlags are for the tasks that compute digests: hash, check, audit.
+func cacheFlags(o *engineOpts) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "cache", Destination: &o.cache,
+			Usage: "reuse digests of unchanged files (same device, inode, size, mtime, ctime) from a cache; " +
+				"--cache alone uses $XDG_CACHE_HOME/pbatch/cache.db, --cache=`PATH` another file"},
+		&cli.BoolFlag{Name: "cache-reset", Destination: &o.cacheReset, Usage: "with --cache: start a new cache, discarding the old file"},
+		&cli.BoolFlag{Name: "cache-prune", Destination: &o.cachePrune,
+			Usage: "with --cache: drop entries of files under the PATHs that no longer exist (done anyway once a day)"},
+	}
+}
+
 // processFlags are the scheduled-maintenance flags every command has, check included.
 func processFlags(o *engineOpts) []cli.Flag {
 	return []cli.Flag{
@@ -144,19 +162,31 @@ func processFlags(o *engineOpts) []cli.Flag {
 	}
 }
 
-// readOpts builds the options of the tasks that read content.
-func (o *engineOpts) readOpts(cmd string) (tasks.ReadOptions, error) {
-	ro := tasks.ReadOptions{Follow: o.follow}
+// readOpts builds the options of the tasks that read content. done must be
+// called when the run is over: it flushes and closes the cache, pruning it
+// first when that is due and the run was complete.
+func (o *engineOpts) readOpts(ctx context.Context, cmd string, roots []string, stderr io.Writer) (ro tasks.ReadOptions, done func(), err error) {
+	ro = tasks.ReadOptions{Follow: o.follow}
+	done = func() {}
+	if o.cache != "" {
+		ro, done, err = o.openCache(ctx, cmd, roots, ro, stderr)
+		if err != nil {
+			return ro, done, err
+		}
+	} else if o.cacheReset || o.cachePrune {
+		return ro, done, usagef(cmd, "--cache-reset and --cache-prune need --cache")
+	}
 	if o.bwlimit != "" {
 		bps, err := parseRate(o.bwlimit)
 		if err != nil {
-			return ro, usagef(cmd, "--bwlimit: %s", err)
+			done()
+			return ro, func() {}, usagef(cmd, "--bwlimit: %s", err)
 		}
 		// A burst of one read buffer: one wait per read, and the average holds
 		// to the limit from the first second on.
 		ro.Limit = rate.NewLimiter(rate.Limit(bps), tasks.ReadBufSize)
 	}
-	return ro, nil
+	return ro, done, nil
 }
 
 func (o *engineOpts) validate(cmd string) error {
@@ -309,7 +339,7 @@ EXAMPLES:
    pbatch hash --format json --exclude '*.tmp' /home > manifest.jsonl
 
 ALGORITHMS: ` + tasks.AlgorithmNames(),
-			Flags: append(engineFlags(&hash.engineOpts),
+			Flags: append(append(engineFlags(&hash.engineOpts), cacheFlags(&hash.engineOpts)...),
 				&cli.StringFlag{Name: "algorithm", Aliases: []string{"a"}, Value: "sha256", Destination: &hash.algorithm,
 					Usage: "digest `NAME`: " + tasks.AlgorithmNames()},
 				&cli.BoolFlag{Name: "tag", Destination: &hash.tag, Usage: "print BSD-style lines: SHA256 (PATH) = HEX"},
@@ -327,10 +357,11 @@ ALGORITHMS: ` + tasks.AlgorithmNames(),
 				if hash.tag && hash.format == "json" {
 					return usagef("hash", "--tag and --format json cannot be combined")
 				}
-				ro, err := hash.readOpts("hash")
+				ro, done, err := hash.readOpts(c.Context, "hash", c.Args().Slice(), stderr)
 				if err != nil {
 					return err
 				}
+				defer done()
 				f := &hashFormat{alg: alg, tag: hash.tag, json: hash.format == "json", null: hash.null}
 				return runEngine(c.Context, "hash", c.Args().Slice(), &hash.engineOpts, tasks.NewHash(alg, ro), f, stdin, stdout, stderr)
 			},
@@ -630,6 +661,11 @@ func reorderArgs(args []string) []string {
 			return []string{args[0], rest[i], "--help"}
 		}
 	}
+	for k, f := range flags {
+		if f == "--cache" {
+			flags[k] = "--cache=" + cacheDefault
+		}
+	}
 	out := append([]string{args[0], rest[i]}, flags...)
 	out = append(out, "--")
 	out = append(out, paths...)
@@ -693,6 +729,9 @@ func isFlag(a string) bool { return len(a) > 1 && a[0] == '-' }
 // takesValue reports whether flag a (as typed: -w, --workers, --workers=8) needs
 // the next argument as its value.
 func takesValue(flags []cli.Flag, a string) bool {
+	if a == "--cache" {
+		return false // its value is optional: --cache=PATH (see reorderArgs)
+	}
 	name := strings.TrimLeft(a, "-")
 	if strings.Contains(name, "=") {
 		return false

@@ -151,7 +151,11 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 	go func() { // pool: ends when jobs is closed or ctx is done; closes results
 		pool.Run(ctx, o.workers, jobs, results, func() func(context.Context, job) done {
 			w := task.NewWorker()
+			flusher, _ := w.(interface{ Flush() })
 			return func(ctx context.Context, j job) done {
+				if flusher != nil {
+					defer flusher.Flush() // between batches a worker holds nothing
+				}
 				start := time.Now()
 				res := make([]tasks.Result, len(j.entries))
 				if bw, ok := w.(tasks.BatchWorker); ok {

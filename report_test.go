@@ -163,6 +163,8 @@ func TestReorderArgs(t *testing.T) {
 		{"pbatch hash d -w", "pbatch hash -w"},
 		{"pbatch hash d -qka md5", "pbatch hash -q -k -a md5 -- d"},
 		{"pbatch hash -0q d", "pbatch hash -0 -q -- d"},
+		{"pbatch hash --cache d", "pbatch hash --cache=@default -- d"},
+		{"pbatch hash d --cache=/x.db", "pbatch hash --cache=/x.db -- d"},
 		{"pbatch hash -qzk d", "pbatch hash -qzk -- d"},
 		{"pbatch", "pbatch"},
 	} {

@@ -126,7 +126,6 @@ type auditWorker struct {
 	t      *Audit
 	rd     reader
 	hashes map[string]hash.Hash
-	sum    [64]byte
 }
 
 func (w *auditWorker) hash(alg string) (hash.Hash, error) {
@@ -155,14 +154,13 @@ func (w *auditWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 		r.Status, r.Err = Failed, err
 		return
 	}
-	if !w.rd.read(ctx, e, h, r) {
+	if !w.rd.digest(ctx, e, alg, h, r) {
 		if ie != nil && r.Status != OK && r.Status != Vanished && r.Err != nil && !errors.Is(r.Err, context.Canceled) {
 			ie.seen.Store(true) // there, but unreadable: reported as a failure, not missing
 		}
 		return
 	}
-	sum := h.Sum(w.sum[:0])
-	r.SumLen = uint8(copy(r.Sum[:], sum))
+	sum := r.Digest()
 	switch {
 	case ie != nil:
 		ie.seen.Store(true)
@@ -227,3 +225,6 @@ func (t *Audit) Finish(ctx context.Context) []Result {
 	}
 	return rs
 }
+
+// Flush releases the worker's cache transaction (see reader.Flush).
+func (w *auditWorker) Flush() { w.rd.Flush() }

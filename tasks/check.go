@@ -54,7 +54,6 @@ type checkWorker struct {
 	t      *Check
 	rd     reader
 	hashes map[string]hash.Hash // one state per algorithm, reused
-	sum    [64]byte
 }
 
 func (w *checkWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
@@ -84,8 +83,7 @@ func (w *checkWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 		h = alg.New()
 		w.hashes[item.Entry.Algorithm] = h
 	}
-	h.Reset()
-	if !w.rd.read(ctx, e, h, r) {
+	if !w.rd.digest(ctx, e, item.Entry.Algorithm, h, r) {
 		if w.t.ignoreMissing && errors.Is(r.Err, unix.ENOENT) {
 			r.Status, r.Err = Skipped, ErrIgnoredMissing
 		} else if r.Status == Skipped || r.Status == Vanished {
@@ -93,9 +91,10 @@ func (w *checkWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 		}
 		return
 	}
-	sum := h.Sum(w.sum[:0])
-	r.SumLen = uint8(copy(r.Sum[:], sum))
-	if !bytes.Equal(sum, item.Entry.Digest) {
+	if !bytes.Equal(r.Digest(), item.Entry.Digest) {
 		r.Status, r.Err = Failed, ErrMismatch
 	}
 }
+
+// Flush releases the worker's cache transaction (see reader.Flush).
+func (w *checkWorker) Flush() { w.rd.Flush() }

@@ -77,18 +77,18 @@ type Hash struct {
 func NewHash(alg Algorithm, ro ReadOptions) *Hash { return &Hash{alg: alg, ro: ro} }
 
 func (t *Hash) NewWorker() Worker {
-	return &hashWorker{rd: newReader(t.ro), h: t.alg.New()}
+	return &hashWorker{rd: newReader(t.ro), h: t.alg.New(), alg: t.alg.Name}
 }
 
 type hashWorker struct {
-	rd reader
-	h  hash.Hash
+	rd  reader
+	h   hash.Hash
+	alg string
 }
 
 func (w *hashWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
-	w.h.Reset()
-	if !w.rd.read(ctx, e, w.h, r) {
-		return
-	}
-	r.SumLen = uint8(len(w.h.Sum(r.Sum[:0])))
+	w.rd.digest(ctx, e, w.alg, w.h, r)
 }
+
+// Flush releases the worker's cache transaction (see reader.Flush).
+func (w *hashWorker) Flush() { w.rd.Flush() }

@@ -2,11 +2,13 @@ package tasks
 
 import (
 	"context"
+	"hash"
 	"io"
 
 	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 
+	"pbatch/cache"
 	"pbatch/walker"
 )
 
@@ -15,19 +17,38 @@ import (
 // blocking, only regular files read, read to EOF, fstat compared before and after.
 type reader struct {
 	ReadOptions
-	buf []byte
+	buf    []byte
+	before unix.Stat_t   // of the last file read
+	cr     *cache.Reader // this worker's cache lookups
+	key    []byte        // cache key being looked up
 }
 
 // ReadOptions are shared by the tasks that read content (hash, check, audit).
 type ReadOptions struct {
 	Follow bool          // -L: opens may follow symlinks
 	Limit  *rate.Limiter // --bwlimit: bytes per second, all workers together
+	Cache  *cache.DB     // --cache: digests of files whose metadata did not change
+	Cwd    string        // to make cache keys absolute
 }
 
 // ReadBufSize is the size of each worker's read buffer: the most one read returns.
 const ReadBufSize = 256 << 10
 
-func newReader(o ReadOptions) reader { return reader{ReadOptions: o, buf: make([]byte, ReadBufSize)} }
+func newReader(o ReadOptions) reader {
+	rd := reader{ReadOptions: o, buf: make([]byte, ReadBufSize)}
+	if o.Cache != nil {
+		rd.cr = o.Cache.NewReader()
+	}
+	return rd
+}
+
+// Flush ends the worker's cache transaction; the engine calls it after each
+// batch, so that the cache's writer is never kept waiting for long.
+func (rd *reader) Flush() {
+	if rd.cr != nil {
+		rd.cr.Release()
+	}
+}
 
 // read feeds the content of e to w and fills in the metadata and status of r.
 // It returns false when r is final (skipped, failed, changed).
@@ -46,8 +67,9 @@ func (rd *reader) read(ctx context.Context, e *walker.Entry, w io.Writer, r *Res
 		return false
 	}
 	defer unix.Close(fd)
-	var before, after unix.Stat_t
-	if err := unix.Fstat(fd, &before); err != nil {
+	var after unix.Stat_t
+	before := &rd.before
+	if err := unix.Fstat(fd, before); err != nil {
 		r.Status, r.Err = Failed, err
 		return false
 	}
@@ -107,4 +129,33 @@ func typeOf(m uint32) walker.Type {
 		return walker.Symlink
 	}
 	return walker.Other
+}
+
+// digest fills r.Sum with the digest of e under alg: from the cache when the
+// file's device, inode, size, mtime and ctime match what was recorded, else by
+// reading it with h (and then recording it).
+func (rd *reader) digest(ctx context.Context, e *walker.Entry, alg string, h hash.Hash, r *Result) bool {
+	cached := false
+	if rd.cr != nil && e.Err == nil && e.Type == walker.File {
+		rd.key = e.AppendAbsPath(cache.AppendKey(rd.key[:0], alg, ""), rd.Cwd)
+		cached = true
+		if st, err := e.Stat(rd.Follow || e.Rel == ""); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			if d, ok := rd.cr.Get(rd.key, cache.MetaOf(&st), r.Sum[:0]); ok {
+				r.SumLen = uint8(len(d))
+				r.Size, r.Mtime = st.Size, st.Mtim.Nano()
+				return true
+			}
+		}
+	}
+	h.Reset()
+	if !rd.read(ctx, e, h, r) {
+		return false
+	}
+	sum := h.Sum(r.Sum[:0])
+	r.SumLen = uint8(len(sum))
+	if cached {
+		rd.cr.Release() // Put may wait for the writer, which may wait for readers
+		rd.Cache.PutKey(rd.key, cache.MetaOf(&rd.before), sum)
+	}
+	return true
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 
@@ -52,8 +53,9 @@ var (
 // Root is one PATH argument. A directory root keeps a descriptor that every entry
 // below it is opened relative to; it is closed when the last entry is done.
 type Root struct {
-	Path string // as the user gave it
-	fd   int    // directory descriptor, or -1 when the root is not a directory
+	abs  atomic.Pointer[string] // Path made absolute and clean, once
+	Path string                 // as the user gave it
+	fd   int                    // directory descriptor, or -1 when the root is not a directory
 	os   *os.Root
 	dev  uint64
 	refs atomic.Int64
@@ -118,6 +120,30 @@ func (e *Entry) Path() string {
 	default:
 		return e.Root.Path + "/" + e.Rel
 	}
+}
+
+// AppendAbsPath appends the entry's absolute, clean path to b; cwd is the
+// working directory, for relative PATHs. The root's part is computed once.
+func (e *Entry) AppendAbsPath(b []byte, cwd string) []byte {
+	a := e.Root.abs.Load()
+	if a == nil {
+		p := e.Root.Path
+		if filepath.IsAbs(p) {
+			p = filepath.Clean(p)
+		} else {
+			p = filepath.Join(cwd, p)
+		}
+		a = &p
+		e.Root.abs.Store(a)
+	}
+	b = append(b, *a...)
+	if e.Rel == "" {
+		return b
+	}
+	if *a != "/" {
+		b = append(b, '/')
+	}
+	return append(b, e.Rel...)
 }
 
 // AppendPath appends Path() to b without allocating a string.
@@ -201,6 +227,33 @@ func (e *Entry) OpenPath(followRoot bool) (int, error) {
 		name = "."
 	}
 	return openBeneath(e.Root, fd, name, flags, false)
+}
+
+// Stat returns the entry's own metadata without opening it (lstat, unless follow),
+// relative to its directory when that is still open.
+func (e *Entry) Stat(follow bool) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	if e.Root.fd < 0 {
+		return st, unix.Stat(e.Root.Path, &st)
+	}
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if follow {
+		flags = 0
+	}
+	fd, name := e.base()
+	if e.dir != nil || !strings.Contains(name, "/") {
+		if name == "" {
+			name = "."
+		}
+		return st, unix.Fstatat(fd, name, &st, flags)
+	}
+	// A deeper path from the root: resolve it beneath the root, no symlinks.
+	pfd, err := openBeneath(e.Root, fd, name, unix.O_PATH|unix.O_CLOEXEC, follow)
+	if err != nil {
+		return st, err
+	}
+	defer unix.Close(pfd)
+	return st, unix.Fstat(pfd, &st)
 }
 
 // Hold keeps the entry's root (and directory) open past Done; the holder calls
