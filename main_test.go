@@ -97,6 +97,7 @@ func TestScripts(t *testing.T) {
 			"mktree":     cmdMktree,
 			"mkbig":      cmdMkbig,
 			"mounttmpfs": cmdMountTmpfs,
+			"normdiag":   cmdNormDiag,
 		},
 	})
 }
