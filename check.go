@@ -145,7 +145,7 @@ func manifestSource(names []string, stdin io.Reader, opt manifest.Options) func(
 					}
 					continue
 				case err != nil:
-					if !add(walker.NamedEntry(name, &tasks.CheckItem{Manifest: name, Index: i, Open: err})) {
+					if !add(walker.NamedEntry(name, &tasks.CheckItem{Manifest: name, Index: i, Open: unwrapPathError(err)})) {
 						return ctx.Err()
 					}
 				default:
@@ -240,8 +240,7 @@ func (f *checkFormat) record(b []byte, r *tasks.Result) []byte {
 		}
 		return b
 	case errors.Is(r.Err, tasks.ErrMismatch):
-		c.verified++
-		c.bad++
+		c.bad++ // read, but not verified: coreutils counts only matches
 		if f.json {
 			return f.jsonRecord(b, item, r, "failed")
 		}
@@ -371,7 +370,9 @@ func (f *checkFormat) endManifest(i int) {
 		}
 	}
 	if f.ignoreMissing && c.verified == 0 {
-		fmt.Fprintf(f.stderr, "pbatch: %s: no file was verified\n", name)
+		if !f.status {
+			fmt.Fprintf(f.stderr, "pbatch: %s: no file was verified\n", name)
+		}
 		f.extra++
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"hash"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -87,7 +88,16 @@ func (w *checkWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 		if w.t.ignoreMissing && errors.Is(r.Err, unix.ENOENT) {
 			r.Status, r.Err = Skipped, ErrIgnoredMissing
 		} else if r.Status == Skipped || r.Status == Vanished {
-			r.Status = Failed // a listed file that cannot be read fails the check
+			// A listed file that cannot be read fails the check. Directories
+			// are named as coreutils names them; FIFOs and devices are never
+			// opened for reading (one could block forever).
+			r.Status = Failed
+			switch {
+			case r.Err == skipReason(walker.Dir):
+				r.Err = unix.EISDIR
+			case r.Status == Failed && r.Err != nil && strings.HasPrefix(r.Err.Error(), "skipped: "):
+				r.Err = errors.New("not a regular file: not read")
+			}
 		}
 		return
 	}
