@@ -263,7 +263,7 @@ Run 'pbatch COMMAND --help' for a command's flags and examples.`,
 			return usagef("", "unknown command %q", c.Args().First())
 		},
 	}
-	for _, cmd := range append(commands(stdin, stdout, stderr), completionCommand(stdout)) {
+	for _, cmd := range append(append(commands(stdin, stdout, stderr), compressCommands(stdin, stdout, stderr)...), completionCommand(stdout)) {
 		cmd.OnUsageError = onUsage
 		cmd.CustomHelpTemplate = cli.CommandHelpTemplate + "\n" + exitCodesHelp
 		app.Commands = append(app.Commands, cmd)
@@ -581,7 +581,7 @@ func reorderArgs(args []string) []string {
 	if len(args) < 2 || args[len(args)-1] == "--generate-bash-completion" {
 		return args
 	}
-	table := commands(nil, nil, nil)
+	table := append(commands(nil, nil, nil), compressCommands(nil, nil, nil)...)
 	byName := map[string]*cli.Command{}
 	for _, c := range table {
 		byName[c.Name] = c

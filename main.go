@@ -81,6 +81,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, syscall
 	// killing the process, so the run can stop cleanly first.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	signal.Notify(usr1, syscall.SIGUSR1)
+	// Past a file size limit (ulimit -f) a write must fail with EFBIG, which fails
+	// that one file, instead of SIGXFSZ killing the process mid-run.
+	signal.Ignore(syscall.SIGXFSZ)
 	defer signal.Stop(sigc)
 	done := make(chan struct{})
 	defer close(done)

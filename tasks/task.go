@@ -66,6 +66,10 @@ type Result struct {
 	Expected []byte
 	OldPath  string
 
+	// compress, decompress: the name written next to the input, and its size.
+	Output  string
+	OutSize int64
+
 	// Later means the task kept the entry to finish it after every other entry
 	// (see Finisher); this result is not reported.
 	Later bool

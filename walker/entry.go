@@ -256,6 +256,35 @@ func (e *Entry) Stat(follow bool) (unix.Stat_t, error) {
 	return st, unix.Fstat(pfd, &st)
 }
 
+// OpenParent opens the directory that holds the entry (beneath its root, no
+// symlink followed) and returns a new descriptor for it and the entry's name in
+// it. Tasks that create and rename files next to an entry work relative to it.
+func (e *Entry) OpenParent() (int, string, error) {
+	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC
+	if e.Root.fd < 0 {
+		dir, name := filepath.Split(e.Root.Path)
+		if dir == "" {
+			dir = "."
+		}
+		fd, err := retryEINTR(func() (int, error) { return unix.Open(dir, flags, 0) })
+		return fd, name, err
+	}
+	if e.Rel == "" {
+		return -1, "", unix.EISDIR
+	}
+	name := e.Rel[strings.LastIndexByte(e.Rel, '/')+1:]
+	if e.dir != nil {
+		fd, err := retryEINTR(func() (int, error) { return unix.Openat(e.dir.fd, ".", flags, 0) })
+		return fd, name, err
+	}
+	parent := "."
+	if i := strings.LastIndexByte(e.Rel, '/'); i >= 0 {
+		parent = e.Rel[:i]
+	}
+	fd, err := openBeneath(e.Root, e.Root.fd, parent, flags, false)
+	return fd, name, err
+}
+
 // Hold keeps the entry's root (and directory) open past Done; the holder calls
 // Done once more.
 func (e *Entry) Hold() {
