@@ -49,7 +49,7 @@ EXAMPLES:
 				Usage: "`NAME` of the algorithm for untagged digests whose length is ambiguous (sha256/blake3, md5/xxh128)"},
 			&cli.BoolFlag{Name: "null", Aliases: []string{"0"}, Destination: &o.null,
 				Usage: "read NUL-terminated manifests with raw names (pbatch hash -0)"},
-			&cli.BoolFlag{Name: "quiet", Destination: &quiet, Usage: "print no OK lines, only failures"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Destination: &quiet, Usage: "print no OK lines, only failures"},
 			&cli.BoolFlag{Name: "status", Destination: &status, Usage: "print nothing on stdout; the exit status tells"},
 			&cli.BoolFlag{Name: "ignore-missing", Destination: &ignoreMissing, Usage: "do not fail or report missing files"},
 			&cli.BoolFlag{Name: "strict", Destination: &strict, Usage: "exit 1 for improperly formatted lines"},

@@ -86,8 +86,9 @@ func (o *engineOpts) selection(cmd string) (selection, error) {
 			if !newer.IsZero() && t <= newerNs {
 				return false
 			}
-			// Sizes select regular files; other types pass.
-			if st.Mode&unix.S_IFMT == unix.S_IFREG {
+			// Sizes apply to everything but directories (a symlink's is its own,
+			// as with find -size).
+			if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 				if minSize >= 0 && st.Size < minSize {
 					return false
 				}
