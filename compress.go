@@ -83,7 +83,7 @@ EXAMPLES:
 					return err
 				}
 				defer done()
-				t, err := tasks.NewCompress(tasks.CompressOptions{Format: c.format, Level: c.level, Remove: c.rm,
+				t, err := tasks.NewCompress(tasks.CompressOptions{Format: c.format, Level: c.level, Remove: c.rm, Cores: c.workers,
 					Force: c.force, DryRun: c.dryRun, NoVerify: c.noVerify, Read: ro})
 				if err != nil {
 					return usagef("compress", "%s", err)

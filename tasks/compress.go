@@ -14,6 +14,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/pgzip"
 	"golang.org/x/sys/unix"
 
 	"pbatch/walker"
@@ -25,8 +26,12 @@ import (
 // can be removed safely.
 const TempPrefix = ".pbatch-tmp-"
 
+// bigFile is the size from which one file is compressed on several cores.
+const bigFile = 64 << 20
+
 // CompressOptions configure compress and decompress.
 type CompressOptions struct {
+	Cores    int    // cores one large file may use (the worker count)
 	Format   string // gzip or zstd (compress)
 	Level    int    // 0: the format's default
 	Remove   bool   // --rm: remove the original once the output is durable
@@ -93,8 +98,12 @@ type compressWorker struct {
 	buf []byte
 	rd  reader // for the rate limit
 
-	gzw  *gzip.Writer
-	zw   *zstd.Encoder
+	gzw *gzip.Writer
+	zw  *zstd.Encoder
+	// For one large file, encoders that split it into blocks compressed on
+	// several cores: the other workers are idle when few large files remain.
+	pgzw *pgzip.Writer
+	bzw  *zstd.Encoder
 	gzr  *gzip.Reader
 	zr   *zstd.Decoder
 	hash *xxhash.Digest
@@ -462,8 +471,29 @@ func (w *compressWorker) transform(ctx context.Context, in, out int, format stri
 		return w.hash.Sum64(), src.n, dst.n, nil
 	}
 	var enc io.WriteCloser
-	switch format {
-	case "gzip":
+	var st unix.Stat_t
+	big := w.t.opt.Cores > 1 && unix.Fstat(in, &st) == nil && st.Size >= bigFile
+	switch {
+	case big && format == "gzip":
+		if w.pgzw == nil {
+			w.pgzw, err = pgzip.NewWriterLevel(dst, w.t.opt.Level)
+			if err == nil {
+				err = w.pgzw.SetConcurrency(1<<20, 2*w.t.opt.Cores)
+			}
+		} else {
+			w.pgzw.Reset(dst)
+		}
+		enc = w.pgzw
+	case big:
+		if w.bzw == nil {
+			w.bzw, err = zstd.NewWriter(dst, zstd.WithEncoderLevel(zstdLevel(w.t.opt.Level)),
+				zstd.WithEncoderConcurrency(w.t.opt.Cores), zstd.WithConcurrentBlocks(true),
+				zstd.WithWindowSize(2<<20), zstd.WithLowerEncoderMem(true))
+		} else {
+			w.bzw.Reset(dst)
+		}
+		enc = w.bzw
+	case format == "gzip":
 		if w.gzw == nil {
 			w.gzw, err = gzip.NewWriterLevel(dst, w.t.opt.Level)
 		} else {
