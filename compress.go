@@ -89,7 +89,7 @@ EXAMPLES:
 					return usagef("compress", "%s", err)
 				}
 				return runEngine(cc.Context, "compress", cc.Args().Slice(), &c.engineOpts, t,
-					&compressFormat{json: c.engineOpts.format == "json", null: c.null, dryRun: c.dryRun, stderr: stderr}, stdin, stdout, stderr)
+					&compressFormat{json: c.engineOpts.format == "json", null: c.null, dryRun: c.dryRun, quiet: c.quiet, stderr: stderr}, stdin, stdout, stderr)
 			},
 		},
 		{
@@ -122,7 +122,7 @@ EXAMPLES:
 				defer done()
 				t := tasks.NewDecompress(tasks.CompressOptions{Remove: d.rm, Force: d.force, DryRun: d.dryRun, Read: ro})
 				return runEngine(cc.Context, "decompress", cc.Args().Slice(), &d.engineOpts, t,
-					&compressFormat{json: d.engineOpts.format == "json", null: d.null, dryRun: d.dryRun, stderr: stderr}, stdin, stdout, stderr)
+					&compressFormat{json: d.engineOpts.format == "json", null: d.null, dryRun: d.dryRun, quiet: d.quiet, stderr: stderr}, stdin, stdout, stderr)
 			},
 		},
 	}
@@ -131,7 +131,7 @@ EXAMPLES:
 // compressFormat prints the path of each output written, or JSON records; at
 // the end, the total output size against the input.
 type compressFormat struct {
-	json, null, dryRun bool
+	json, null, dryRun, quiet bool
 	stderr             io.Writer
 	in, out            int64
 	path               []byte
@@ -199,7 +199,7 @@ func (f *compressFormat) record(b []byte, r *tasks.Result) []byte {
 }
 
 func (f *compressFormat) finish(io.Writer) int64 {
-	if f.in > 0 && !f.dryRun {
+	if f.in > 0 && !f.dryRun && !f.quiet {
 		fmt.Fprintf(f.stderr, "pbatch: output %s for %s read (%.1f%%)\n",
 			humanize.Bytes(uint64(f.out)), humanize.Bytes(uint64(f.in)), 100*float64(f.out)/float64(f.in))
 	}
