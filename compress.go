@@ -132,9 +132,9 @@ EXAMPLES:
 // the end, the total output size against the input.
 type compressFormat struct {
 	json, null, dryRun, quiet bool
-	stderr             io.Writer
-	in, out            int64
-	path               []byte
+	stderr                    io.Writer
+	in, out                   int64
+	path                      []byte
 }
 
 func (f *compressFormat) all() bool { return f.json }

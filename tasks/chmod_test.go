@@ -150,7 +150,7 @@ func TestChmodSkipsHardlinksSymlinksAndSpecialFiles(t *testing.T) {
 	if got := mode(t, filepath.Join(root, "fifo")); got != 0o600 {
 		t.Errorf("FIFO mode changed to %04o", got)
 	}
-	res = runMeta(t, &Chmod{files: mustMode(t, "0644"), umask: 0o022, opt: MetaOptions{AllowHardlinks: true}}, root)
+	runMeta(t, &Chmod{files: mustMode(t, "0644"), umask: 0o022, opt: MetaOptions{AllowHardlinks: true}}, root)
 	if got := mode(t, filepath.Join(root, "f")); got != 0o644 {
 		t.Errorf("--allow-hardlinks: mode %04o, want 0644", got)
 	}
