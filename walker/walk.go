@@ -63,7 +63,7 @@ var ErrSymlinkInPath = errors.New("not followed: path now contains a symbolic li
 // does not close out. The receiver owns each batch and must call Done on every entry.
 func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out chan<- []Entry) error {
 	opt.setDefaults()
-	w := &walk{ctx: ctx, opt: opt, out: out, visited: make(map[devIno]struct{}), dirSem: make(chan struct{}, maxDirHandles)}
+	w := &walk{ctx: ctx, opt: opt, out: out, visited: make(map[devIno]struct{}), dirSem: make(chan struct{}, dirHandleBudget())}
 	w.cond.L = &w.mu
 	stop := context.AfterFunc(ctx, func() {
 		w.mu.Lock()
@@ -138,6 +138,17 @@ type walk struct {
 // maxDirHandles bounds the directories kept open for their entries; past it,
 // entries are opened from the root with their whole path.
 const maxDirHandles = 64
+
+// dirHandleBudget keeps held directories to a small share of the descriptor
+// limit, so that a low `ulimit -n` leaves room for the workers' files (none
+// are held when the limit is very low).
+func dirHandleBudget() int {
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) != nil {
+		return 0
+	}
+	return int(min(maxDirHandles, max(0, (int64(rl.Cur)-64)/4)))
+}
 
 // emitter collects one goroutine's entries into batches.
 type emitter struct {
