@@ -5,10 +5,13 @@
 #   bash bench/bench.sh                   # full corpora (~2.5 GiB, 100k + 64 files)
 #   BENCH_QUICK=1 bash bench/bench.sh     # smoke run (10k + 8 files)
 #   BENCH_MILLION=1 bash bench/bench.sh   # also the 1M-file peak-RSS test (~4 GiB on disk)
+#   BENCH_CHMOD=0 bash bench/bench.sh     # without the chmod section
 #
 # Environment: BENCH_DIR (corpora, default /var/tmp/pbatch-bench; kept between
 # runs, generated only once), BENCH_RUNS (timed runs per command, default 5),
-# BENCH_STRICT=1 (exit 1 when a target is missed). Results go to bench/out/.
+# BENCH_STRICT=1 (exit 1 when a target is missed), BENCH_CHMOD_DIR (the chmod
+# tree, default /dev/shm/pbatch-bench-chmod, removed afterwards). Results go to
+# bench/out/.
 # See bench/README.md.
 set -euo pipefail
 
@@ -146,10 +149,62 @@ if [[ ${BENCH_MILLION:-} == 1 ]]; then
 	echo "million-k $(rss "$MILLION/small" -k)" >>"$OUT/rss.txt"
 fi
 
+# --- chmod ---------------------------------------------------------------------
+# A tree of empty files on tmpfs (the small corpus's layout: 100 000 files in
+# ~2 000 directories), so that only walking and metadata syscalls are timed.
+# Every command leaves files 0644 and directories 0755; a --prepare run (not
+# timed) breaks all entries, or 1 % of the files, before each timed run.
+CHMOD=${BENCH_CHMOD:-1}
+if [[ $CHMOD != 0 ]]; then
+	CHMOD_DIR=${BENCH_CHMOD_DIR:-/dev/shm/pbatch-bench-chmod}
+	n=100000
+	[[ ${BENCH_QUICK:-} == 1 ]] && n=10000
+	log "chmod tree: $CHMOD_DIR ($n empty files)"
+	"$OUT/gencorpus" -q -out "$CHMOD_DIR" -small "$n" -small-min 0 -small-max 0 -large 0
+	T=$CHMOD_DIR/small
+	qt=$(printf '%q' "$T")
+	pb=$(printf '%q' "$PB")
+	# The peers do the same work as pbatch: files 0644, directories 0755.
+	right="find $qt -type f -exec chmod 0644 {} + -o -type d -exec chmod 0755 {} +"
+	all_wrong="find $qt -type f -exec chmod 0600 {} + -o -type d -exec chmod 0700 {} +"
+	few_wrong="find $qt -type f -name '*00.bin' -exec chmod 0600 {} +" # 1 % of the files
+	wrong_left() { find "$T" \( -type f ! -perm 0644 \) -o \( -type d ! -perm 0755 \) | wc -l; }
+	nentries=$(find "$T" | wc -l)
+	nfew=$(find "$T" -type f -name '*00.bin' | wc -l)
+	# A fast pbatch that changes nothing, or the wrong entries, must not pass.
+	chmod_check() { # WHAT PREPARE WANT_LINES
+		local lines
+		eval "$2"
+		lines=$("$PB" chmod -q -w "$NPROC" --files 0644 --dirs 0755 "$T" | wc -l)
+		[[ $lines == "$3" && $(wrong_left) == 0 ]] ||
+			{ echo "bench.sh: pbatch chmod ($1): $lines lines (want $3), $(wrong_left) entries still wrong" >&2; exit 1; }
+	}
+	log "checking pbatch chmod against find -perm"
+	chmod_check all "$all_wrong" "$nentries"
+	chmod_check few "$few_wrong" "$nfew"
+	chmod_bench() { # NAME PREPARE
+		log "load average before chmod-$1: $(cut -d' ' -f1-3 /proc/loadavg)"
+		hyperfine --warmup 1 --runs "$RUNS" --style basic --prepare "$2" \
+			--export-json "$OUT/chmod-$1.json" --export-markdown "$OUT/chmod-$1.md" \
+			-n pbatch "$pb chmod -q -w $NPROC --files 0644 --dirs 0755 $qt >/dev/null" \
+			-n chmod-R "chmod -R u=rwX,go=rX $qt" \
+			-n find-exec "$right" \
+			-n find-perm "find $qt -type f ! -perm 0644 -exec chmod 0644 {} + -o -type d ! -perm 0755 -exec chmod 0755 {} +" \
+			-n xargs-chmod "find $qt -print0 | xargs -0 -P$NPROC -n1024 chmod u=rwX,go=rX"
+	}
+	eval "$right"
+	chmod_bench all "$all_wrong"
+	chmod_bench few "$few_wrong"
+	echo "chmod:    $(chmod --version | head -1); $(find --version | head -1); $nentries entries in $T (tmpfs)" >>"$OUT/env.txt"
+	# Only what gencorpus wrote: BENCH_CHMOD_DIR may name a directory that holds more.
+	rm -rf "$T" "$CHMOD_DIR"/.stamp-small*
+	rmdir "$CHMOD_DIR" 2>/dev/null || true
+fi
+
 # --- report --------------------------------------------------------------------
-python3 - "$OUT" "${BENCH_STRICT:-}" <<'EOF' | tee "$OUT/ratios.txt"
+python3 - "$OUT" "${BENCH_STRICT:-}" "$CHMOD" <<'EOF' | tee "$OUT/ratios.txt"
 import json, sys, os
-out, strict = sys.argv[1], sys.argv[2] == "1"
+out, strict, chmod = sys.argv[1], sys.argv[2] == "1", sys.argv[3] != "0"
 print(open(os.path.join(out, "env.txt")).read().rstrip())
 print("\nwall time per command (median of runs, seconds):")
 med = {}
@@ -194,7 +249,22 @@ for line in open(os.path.join(out, "rss.txt")):
     missed += not ok
     extra = f"  [{summary[0].strip()}]" if summary and summary[0].strip() else ""
     print(f"  {name:10} {mib:6.1f} MiB  {float(secs):6.2f} s  ({'ok' if ok else 'MISSED'}){extra}")
-print(f"\nhyperfine exports: {out}/{{small,large}}.{{json,md}}")
+
+if chmod:
+    # (scenario, what the prepare run leaves wrong, target: pbatch / best peer)
+    print("\nchmod --files 0644 --dirs 0755, pbatch / peer (lower is better):")
+    for scen, what, target in (("all", "every entry wrong", 1 / 1.7), ("few", "1 % of files wrong", 1 / 5)):
+        res = {r["command"]: r for r in json.load(open(os.path.join(out, f"chmod-{scen}.json")))["results"]}
+        pb = res.pop("pbatch")["median"]
+        print(f"  {scen} ({what}): pbatch {pb:.3f} s")
+        for name, r in sorted(res.items(), key=lambda kv: kv[1]["median"]):
+            print(f"    /{name:12} {r['median']:7.3f} s = {pb / r['median']:.2f}")
+        best = min(res, key=lambda k: res[k]["median"])
+        ratio = pb / res[best]["median"]
+        ok = ratio <= target
+        missed += not ok
+        print(f"    pbatch / best peer ({best}) = {ratio:.2f}  (target <= {target:.2f}, i.e. {1 / target:.1f}x faster: {'ok' if ok else 'MISSED'})")
+print(f"\nhyperfine exports: {out}/{{small,large,chmod-all,chmod-few}}.{{json,md}}")
 if missed:
     print(f"{missed} target(s) missed")
     if strict:
