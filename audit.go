@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/dustin/go-humanize"
 	"github.com/urfave/cli/v2"
@@ -140,13 +138,8 @@ func (f *auditFormat) record(b []byte, r *tasks.Result) []byte {
 	}
 	f.path = r.Entry.AppendPath(f.path[:0])
 	if f.json {
-		b = append(b, `{"path":`...)
-		b = appendJSONString(b, f.path)
-		if !utf8.Valid(f.path) {
-			b = append(b, `,"path_b64":"`...)
-			b = base64.StdEncoding.AppendEncode(b, f.path)
-			b = append(b, '"')
-		}
+		b = append(b, '{')
+		b = appendJSONName(b, "path", f.path)
 		b = append(b, `,"status":"`...)
 		b = append(b, r.Verdict...)
 		b = append(b, '"')

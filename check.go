@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
-	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -302,13 +300,8 @@ func (f *checkFormat) jsonRecord(b []byte, item *tasks.CheckItem, r *tasks.Resul
 	}
 	if item.Err == nil && item.Open == nil {
 		f.path = append(f.path[:0], item.Entry.Name...)
-		b = append(b, `,"path":`...)
-		b = appendJSONString(b, f.path)
-		if !utf8.Valid(f.path) {
-			b = append(b, `,"path_b64":"`...)
-			b = base64.StdEncoding.AppendEncode(b, f.path)
-			b = append(b, '"')
-		}
+		b = append(b, ',')
+		b = appendJSONName(b, "path", f.path)
 		b = append(b, `,"algorithm":"`...)
 		b = append(b, item.Entry.Algorithm...)
 		b = append(b, `","expected":"`...)

@@ -75,11 +75,12 @@ type engineOpts struct {
 	cachePrune           bool
 
 	// Set by commands, not flags.
-	dirs         bool // the task receives directories too
-	preserveRoot bool // refuse "/"
-	meta         bool // chmod/chown summary
-	dryRun       bool
-	batch        int // fixed batch size (exec -X); 0 adapts to the cost per file
+	dirs          bool // the task receives directories too
+	noFollowRoots bool // a PATH that is a symlink is not followed (chown -h)
+	preserveRoot  bool // refuse "/"
+	meta          bool // chmod/chown summary
+	dryRun        bool
+	batch         int // fixed batch size (exec -X); 0 adapts to the cost per file
 	// source replaces the walk (check reads manifests); batchSize says how many
 	// entries to send at once.
 	source    func(ctx context.Context, batchSize func() int, out chan<- []walker.Entry) error
@@ -265,6 +266,8 @@ Run 'pbatch COMMAND --help' for a command's flags and examples.`,
 	}
 	for _, cmd := range append(append(commands(stdin, stdout, stderr), compressCommands(stdin, stdout, stderr)...), completionCommand(stdout)) {
 		cmd.OnUsageError = onUsage
+		// Commands have no subcommands: a PATH named "help" or "h" is a PATH.
+		cmd.HideHelpCommand = true
 		cmd.CustomHelpTemplate = cli.CommandHelpTemplate + "\n" + exitCodesHelp
 		app.Commands = append(app.Commands, cmd)
 	}
@@ -434,6 +437,9 @@ EXAMPLES:
 				if execo.lineBuffer {
 					opt.Lines = &tasks.LockedWriter{W: stdout}
 					opt.ErrLines = &tasks.LockedWriter{W: stderr}
+					// Streamed lines bypass the collector, which could not erase
+					// the display before them.
+					execo.progress = "never"
 				}
 				t, err := tasks.NewExec(args[sep+1:], opt)
 				if err != nil {
@@ -547,6 +553,8 @@ EXAMPLES:
 						return usagef("chown", "--from: %s", err)
 					}
 				}
+				// With -h a PATH that is a symlink is changed itself, not walked into.
+				chown.noFollowRoots = chown.noDeref
 				t := tasks.NewChown(to, from, chown.noDeref, tasks.MetaOptions{DryRun: chown.dryRun, AllowHardlinks: chown.allowHardlinks})
 				return runEngine(c.Context, "chown", c.Args().Tail(), &chown.engineOpts, t, &metaFormat{owner: true, json: chown.format == "json", null: chown.null}, stdin, stdout, stderr)
 			},

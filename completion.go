@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -42,6 +43,55 @@ _pbatch() {
 }
 compdef _pbatch pbatch
 `
+
+// complete answers a shell's --generate-bash-completion request itself: urfave/cli
+// disables completion after "--" and would then run the command (exec's whole
+// job) instead, and it panics on a partial flag. Words are what the user typed,
+// the last one being the word to complete when it starts with '-'.
+func complete(words []string, stdout io.Writer) {
+	app := newApp(nil, io.Discard, io.Discard)
+	var cmd *cli.Command
+	for _, w := range words {
+		if w == "--" {
+			return // past the flags: PATHs or a command line, left to the shell
+		}
+		if cmd == nil && !strings.HasPrefix(w, "-") {
+			cmd = app.Command(w)
+		}
+	}
+	cur := ""
+	if n := len(words); n > 0 && strings.HasPrefix(words[n-1], "-") {
+		cur = words[n-1]
+	}
+	var out []string
+	switch {
+	case cur != "":
+		flags := app.Flags
+		if cmd != nil {
+			flags = cmd.Flags
+		}
+		for _, f := range append(flags, cli.HelpFlag) {
+			for _, n := range f.Names() {
+				name := "--" + n
+				if len(n) == 1 {
+					name = "-" + n
+				}
+				if strings.HasPrefix(name, cur) {
+					out = append(out, name)
+				}
+			}
+		}
+	case cmd == nil:
+		for _, c := range app.Commands {
+			if !c.Hidden {
+				out = append(out, c.Name)
+			}
+		}
+	}
+	if len(out) > 0 {
+		io.WriteString(stdout, strings.Join(out, "\n")+"\n")
+	}
+}
 
 func completionCommand(stdout io.Writer) *cli.Command {
 	return &cli.Command{

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"encoding/base64"
 	"fmt"
 	"io"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/dustin/go-humanize"
 	"github.com/urfave/cli/v2"
@@ -155,22 +153,12 @@ func (f *compressFormat) record(b []byte, r *tasks.Result) []byte {
 	}
 	if f.json {
 		in := r.Entry.AppendPath(nil)
-		b = append(b, `{"path":`...)
-		b = appendJSONString(b, in)
-		if !utf8.Valid(in) {
-			b = append(b, `,"path_b64":"`...)
-			b = base64.StdEncoding.AppendEncode(b, in)
-			b = append(b, '"')
-		}
+		b = append(b, '{')
+		b = appendJSONName(b, "path", in)
 		if r.Output != "" {
 			out := f.outPath(r)
-			b = append(b, `,"output":`...)
-			b = appendJSONString(b, out)
-			if !utf8.Valid(out) {
-				b = append(b, `,"output_b64":"`...)
-				b = base64.StdEncoding.AppendEncode(b, out)
-				b = append(b, '"')
-			}
+			b = append(b, ',')
+			b = appendJSONName(b, "output", out)
 		}
 		if r.Status == tasks.OK {
 			b = append(b, `,"size":`...)

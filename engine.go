@@ -99,6 +99,7 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		BatchSize:     batchSize,
 		Dirs:          o.dirs || sel.types&(1<<walker.Dir) != 0,
 		PreserveRoot:  o.preserveRoot,
+		NoFollowRoots: o.noFollowRoots,
 		Types:         sel.types,
 		Stat:          sel.stat,
 		Keep:          sel.keep,
@@ -115,7 +116,14 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 	}
 
 	var failures atomic.Int64 // for --fail-fast and --max-errors, counted as they happen
-	var found atomic.Int64    // entries the walk has produced so far (progress, status)
+	countFailure := func(r *tasks.Result) {
+		if r.Status.IsFailure() && (o.failFast || o.maxErrors > 0) {
+			if n := failures.Add(1); o.failFast || n >= int64(o.maxErrors) {
+				cancel(errStopped)
+			}
+		}
+	}
+	var found atomic.Int64 // entries the walk has produced so far (progress, status)
 	var walkDone atomic.Bool
 	walkErr := make(chan error, 1)
 	go func() { // walker: ends when every root is walked or ctx is done; closes entries
@@ -124,11 +132,12 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		} else {
 			walkErr <- walker.Walk(ctx, rootSeq(paths, stdin, o.null), wopt, entries)
 		}
-		walkDone.Store(true)
 		close(entries)
 	}()
 	go func() { // sequencer: ends when entries is closed; closes jobs
 		defer close(jobs)
+		// The walk is done for the display once every entry has been counted.
+		defer walkDone.Store(true)
 		var seq uint64
 		for b := range entries {
 			found.Add(int64(len(b)))
@@ -161,6 +170,9 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 				if bw, ok := w.(tasks.BatchWorker); ok {
 					bw.RunBatch(ctx, j.entries, res)
 					releaseAll(j.entries)
+					for i := range res {
+						countFailure(&res[i])
+					}
 					return done{j.seq, res}
 				}
 				for i := range j.entries {
@@ -174,11 +186,7 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 					res[i].Entry = *e
 					w.Run(ctx, e, &res[i])
 					e.Done()
-					if res[i].Status.IsFailure() && (o.failFast || o.maxErrors > 0) {
-						if n := failures.Add(1); o.failFast || n >= int64(o.maxErrors) {
-							cancel(errStopped)
-						}
-					}
+					countFailure(&res[i])
 				}
 				if len(res) == 0 {
 					return done{j.seq, res}
@@ -216,31 +224,37 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 	}
 	pending := map[uint64][]tasks.Result{}
 	var next uint64
+	onTick := func() { col.prog.update(col, found.Load(), walkDone.Load()) }
+	onUSR1 := func() {
+		col.prog.clear()
+		io.WriteString(stderr, col.statusLine(found.Load(), walkDone.Load()))
+	}
 	for {
+		// A steady stream of results must not starve the display or SIGUSR1.
+		select {
+		case <-tick:
+			onTick()
+		case <-usr1:
+			onUSR1()
+		default:
+		}
 		var d done
 		var ok bool
 		select {
 		case d, ok = <-results:
-		case <-tick:
-			col.prog.update(col, found.Load(), walkDone.Load())
-			continue
-		case <-usr1:
-			col.prog.clear()
-			io.WriteString(stderr, col.statusLine(found.Load(), walkDone.Load()))
-			continue
 		default:
-			// Nothing ready: push out what is buffered so a reader sees results as
-			// they come, while bursts still go out in large writes.
+			// Nothing ready: push out what is buffered so a reader sees results
+			// as they come, while bursts still go out in large writes.
 			col.flush()
-			select {
-			case d, ok = <-results:
-			case <-tick:
-				col.prog.update(col, found.Load(), walkDone.Load())
-				continue
-			case <-usr1:
-				col.prog.clear()
-				io.WriteString(stderr, col.statusLine(found.Load(), walkDone.Load()))
-				continue
+			for waiting := true; waiting; {
+				select {
+				case d, ok = <-results:
+					waiting = false
+				case <-tick:
+					onTick()
+				case <-usr1:
+					onUSR1()
+				}
 			}
 		}
 		if !ok {

@@ -101,6 +101,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, syscall
 		}
 	}()
 
+	if n := len(args); n > 1 && args[n-1] == "--generate-bash-completion" {
+		complete(args[1:n-1], stdout)
+		return exitOK, 0
+	}
 	err := newApp(stdin, stdout, stderr).RunContext(ctx, reorderArgs(args))
 	var code int
 	var ue usageError

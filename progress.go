@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -47,21 +48,29 @@ func newProgress(w io.Writer) *progress {
 }
 
 func (p *progress) update(c *collector, found int64, walkDone bool) {
-	if walkDone && !p.known {
-		p.bar.ChangeMax64(max(found, 1))
-		p.known = true
-	}
+	// The total grows while the walk runs (progressbar ignores counts while
+	// the total is unknown); once the walk is done it is final and the ETA holds.
+	p.bar.ChangeMax64(max(found, c.done, 1))
+	p.known = walkDone
 	el := time.Since(c.start).Seconds()
-	desc := humanize.Bytes(uint64(c.bytes))
-	if el > 0 {
-		desc += ", " + humanize.Bytes(uint64(float64(c.bytes)/el)) + "/s"
+	desc := ""
+	if !c.noBytes && !c.meta {
+		desc = humanize.Bytes(uint64(c.bytes))
+		if el > 0 {
+			desc += ", " + humanize.Bytes(uint64(float64(c.bytes)/el)) + "/s"
+		}
+	}
+	var parts []string
+	if desc != "" {
+		parts = append(parts, desc)
 	}
 	if !walkDone {
-		desc += fmt.Sprintf(", %s found so far", humanize.Comma(found))
+		parts = append(parts, humanize.Comma(found)+" found so far")
 	}
 	if c.failed > 0 {
-		desc += fmt.Sprintf(", %s failed", humanize.Comma(c.failed))
+		parts = append(parts, humanize.Comma(c.failed)+" failed")
 	}
+	desc = strings.Join(parts, ", ")
 	p.bar.Describe(desc)
 	p.bar.Set64(c.done)
 	p.shown = true

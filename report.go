@@ -319,13 +319,8 @@ func unescapeName(s []byte) (out []byte, ok bool) {
 // invalid UTF-8 in names with U+FFFD; such a name gets "path" with the
 // replacement (for display) and "path_b64" with its exact bytes (standard base64).
 func appendJSONRecord(b, path []byte, alg string, r *tasks.Result) []byte {
-	b = append(b, `{"path":`...)
-	b = appendJSONString(b, path)
-	if !utf8.Valid(path) {
-		b = append(b, `,"path_b64":"`...)
-		b = base64.StdEncoding.AppendEncode(b, path)
-		b = append(b, '"')
-	}
+	b = append(b, '{')
+	b = appendJSONName(b, "path", path)
 	if r.Status == tasks.OK || r.Status == tasks.Changed {
 		b = append(b, `,"size":`...)
 		b = strconv.AppendInt(b, r.Size, 10)
@@ -351,6 +346,24 @@ func appendJSONRecord(b, path []byte, alg string, r *tasks.Result) []byte {
 		b = appendJSONString(b, []byte(r.Err.Error()))
 	}
 	return append(b, "}\n"...)
+}
+
+// appendJSONName appends "key":"…" for a file name, and when the name is not
+// valid UTF-8 (which a JSON string cannot carry) also "key_b64" with its exact
+// bytes in standard base64.
+func appendJSONName(b []byte, key string, name []byte) []byte {
+	b = append(b, '"')
+	b = append(b, key...)
+	b = append(b, `":`...)
+	b = appendJSONString(b, name)
+	if !utf8.Valid(name) {
+		b = append(b, `,"`...)
+		b = append(b, key...)
+		b = append(b, `_b64":"`...)
+		b = base64.StdEncoding.AppendEncode(b, name)
+		b = append(b, '"')
+	}
+	return b
 }
 
 const hexDigits = "0123456789abcdef"
@@ -436,13 +449,8 @@ func (f *metaFormat) appendValue(b []byte, v [2]uint32) []byte {
 func (f *metaFormat) record(b []byte, r *tasks.Result) []byte {
 	f.path = r.Entry.AppendPath(f.path[:0])
 	if f.json {
-		b = append(b, `{"path":`...)
-		b = appendJSONString(b, f.path)
-		if !utf8.Valid(f.path) {
-			b = append(b, `,"path_b64":"`...)
-			b = base64.StdEncoding.AppendEncode(b, f.path)
-			b = append(b, '"')
-		}
+		b = append(b, '{')
+		b = appendJSONName(b, "path", f.path)
 		b = append(b, `,"status":"`...)
 		b = append(b, r.Status.String()...)
 		b = append(b, '"')
@@ -495,13 +503,8 @@ func (f *execFormat) record(b []byte, r *tasks.Result) []byte {
 		return append(b, r.Stdout...)
 	}
 	f.path = r.Entry.AppendPath(f.path[:0])
-	b = append(b, `{"path":`...)
-	b = appendJSONString(b, f.path)
-	if !utf8.Valid(f.path) {
-		b = append(b, `,"path_b64":"`...)
-		b = base64.StdEncoding.AppendEncode(b, f.path)
-		b = append(b, '"')
-	}
+	b = append(b, '{')
+	b = appendJSONName(b, "path", f.path)
 	b = append(b, `,"status":"`...)
 	b = append(b, r.Status.String()...)
 	b = append(b, '"')

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -20,6 +21,7 @@ type Chmod struct {
 
 	mu       sync.Mutex
 	deferred []walker.Entry // directories whose change would lock the walk out
+	noFast   atomic.Bool    // fchmodat2 is missing: always use descriptors
 }
 
 // NewChmod returns the chmod task: files applies to regular files and dirs to
@@ -40,6 +42,9 @@ type chmodWorker struct{ t *Chmod }
 func (w chmodWorker) Run(ctx context.Context, e *walker.Entry, r *Result) { w.t.run(e, r, false) }
 
 func (t *Chmod) run(e *walker.Entry, r *Result, finishing bool) {
+	if t.fast(e, r) {
+		return
+	}
 	fd, st, ok := openMeta(e, r, true)
 	if !ok {
 		return
@@ -53,6 +58,8 @@ func (t *Chmod) run(e *walker.Entry, r *Result, finishing bool) {
 	if dir {
 		m = t.dirs
 	}
+	old := st.Mode & modeBits
+	r.Old[0], r.New[0] = old, old
 	if m == nil {
 		return // OK, unchanged: not asked to touch this type
 	}
@@ -60,7 +67,6 @@ func (t *Chmod) run(e *walker.Entry, r *Result, finishing bool) {
 		r.Status, r.Err = Skipped, errHardlink
 		return
 	}
-	old := st.Mode & modeBits
 	mode := m.Apply(old, dir, t.umask)
 	r.Old[0], r.New[0] = old, mode
 	if mode == old {
@@ -102,4 +108,53 @@ func (t *Chmod) Finish(ctx context.Context) []Result {
 		es[i].Done()
 	}
 	return rs
+}
+
+// fast handles a file listed from a directory that is still open with one
+// fstatat and, only if the mode differs, one fchmodat2(AT_SYMLINK_NOFOLLOW) — as
+// chmod -R does, but never through a symlink. A name swapped meanwhile for
+// another inode could only be a hard link planted by someone who owns its
+// target, so this path is taken only where hard links are allowed
+// (fs.protected_hardlinks=1, or --allow-hardlinks). It reports false when the
+// slower descriptor path must decide.
+func (t *Chmod) fast(e *walker.Entry, r *Result) bool {
+	if !t.opt.AllowHardlinks || t.noFast.Load() || e.Err != nil || e.Type != walker.File || t.files == nil {
+		return false
+	}
+	dirfd, name, ok := e.AtBase()
+	if !ok {
+		return false
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return false
+	}
+	old := st.Mode & modeBits
+	mode := t.files.Apply(old, false, t.umask)
+	r.Old[0], r.New[0] = old, mode
+	if mode == old {
+		return true
+	}
+	r.Modified = true
+	if t.opt.DryRun {
+		return true
+	}
+	err := unix.Fchmodat(dirfd, name, mode, unix.AT_SYMLINK_NOFOLLOW)
+	switch {
+	case err == nil:
+	case err == unix.ENOSYS || err == unix.EOPNOTSUPP:
+		// No fchmodat2 (before Linux 6.6), or the name became a symlink: the
+		// descriptor path decides, now and for the rest of the run if need be.
+		if err == unix.ENOSYS {
+			t.noFast.Store(true)
+		}
+		r.Modified = false
+		return false
+	case err == unix.ENOENT:
+		r.Modified = false
+		r.Status, r.Err = Vanished, walker.ErrVanished
+	default:
+		r.Status, r.Err = Failed, err
+	}
+	return true
 }

@@ -30,6 +30,9 @@ func ParseOwner(s string) (Owner, error) {
 		}
 		o.UID = u.uid
 		if hasColon && group == "" {
+			if u.gid < 0 {
+				return o, fmt.Errorf("invalid spec %q: user %s has no login group", s, name)
+			}
 			o.GID = u.gid // "OWNER:" means the owner's login group
 		}
 	}
@@ -125,6 +128,8 @@ func (t *Chown) Run(_ context.Context, e *walker.Entry, r *Result) {
 		r.Status, r.Err = Skipped, errHardlink
 		return
 	}
+	r.Old = [2]uint32{st.Uid, st.Gid}
+	r.New = r.Old
 	if (t.from.UID >= 0 && st.Uid != uint32(t.from.UID)) || (t.from.GID >= 0 && st.Gid != uint32(t.from.GID)) {
 		return // --from does not match: unchanged
 	}
@@ -135,7 +140,6 @@ func (t *Chown) Run(_ context.Context, e *walker.Entry, r *Result) {
 	if t.to.GID >= 0 {
 		gid = uint32(t.to.GID)
 	}
-	r.Old = [2]uint32{st.Uid, st.Gid}
 	r.New = [2]uint32{uid, gid}
 	if uid == st.Uid && gid == st.Gid {
 		return // no write: ctime stays as it is

@@ -8,10 +8,13 @@ import (
 	"io"
 	"os/exec"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"pbatch/walker"
 )
@@ -56,7 +59,15 @@ func NewExec(argv []string, opt ExecOptions) (*Exec, error) {
 	return t, nil
 }
 
-func (t *Exec) NewWorker() Worker { return t }
+func (t *Exec) NewWorker() Worker {
+	if t.opt.Batch {
+		return execBatch{t}
+	}
+	return t
+}
+
+// execBatch is the -X worker: it takes whole batches (see BatchWorker).
+type execBatch struct{ *Exec }
 
 // expand replaces the placeholders in arg for one path; quote shell-quotes the
 // values (--shell).
@@ -141,7 +152,7 @@ func (t *Exec) Run(ctx context.Context, e *walker.Entry, r *Result) {
 
 // RunBatch runs the command over many entries at once (-X), in as few
 // invocations as the argument size limit allows.
-func (t *Exec) RunBatch(ctx context.Context, es []walker.Entry, rs []Result) {
+func (t execBatch) RunBatch(ctx context.Context, es []walker.Entry, rs []Result) {
 	var paths []string
 	var idx []int
 	size := 0
@@ -163,7 +174,7 @@ func (t *Exec) RunBatch(ctx context.Context, es []walker.Entry, rs []Result) {
 	}
 	base := 0
 	for _, a := range t.argv {
-		base += len(a) + 1
+		base += len(a) + 1 + 8
 	}
 	for i := range es {
 		rs[i].Entry = es[i]
@@ -171,7 +182,8 @@ func (t *Exec) RunBatch(ctx context.Context, es []walker.Entry, rs []Result) {
 			continue
 		}
 		p := es[i].Path()
-		n := (len(p) + 1) * max(1, t.placeholderArgs())
+		// The kernel counts each argument's bytes, its NUL and its pointer.
+		n := (len(p) + 1 + 8) * max(1, t.placeholderArgs())
 		if len(paths) > 0 && base+size+n > t.opt.ArgMax {
 			flush()
 		}
@@ -233,7 +245,7 @@ func (t *Exec) run(ctx context.Context, paths []string, r *Result) {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
 			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				r.Status, r.Err = Failed, fmt.Errorf("%s killed by signal %s", argv[0], ws.Signal())
+				r.Status, r.Err = Failed, fmt.Errorf("%s killed by signal %s", argv[0], signalName(ws.Signal()))
 				return
 			}
 			r.Status, r.Err = Failed, fmt.Errorf("%s exited with status %d", argv[0], ee.ExitCode())
@@ -280,4 +292,11 @@ func (l *LockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.W.Write(p)
+}
+
+func signalName(s syscall.Signal) string {
+	if n := unix.SignalName(s); n != "" {
+		return n
+	}
+	return "signal " + strconv.Itoa(int(s))
 }

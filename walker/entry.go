@@ -285,6 +285,18 @@ func (e *Entry) OpenParent() (int, string, error) {
 	return fd, name, err
 }
 
+// AtBase returns a directory descriptor and a single name in it that reach the
+// entry, when the directory it was listed from is still open (or it lies
+// directly in its root), for *at calls with AT_SYMLINK_NOFOLLOW. ok is false
+// otherwise: use OpenPath.
+func (e *Entry) AtBase() (fd int, name string, ok bool) {
+	if e.Root.fd < 0 || e.Rel == "" {
+		return -1, "", false
+	}
+	fd, name = e.base()
+	return fd, name, !strings.Contains(name, "/")
+}
+
 // Hold keeps the entry's root (and directory) open past Done; the holder calls
 // Done once more.
 func (e *Entry) Hold() {

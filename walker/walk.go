@@ -25,6 +25,7 @@ type Options struct {
 	Readers       int     // directories read at once when not Sorted; default 4
 	Filter        *Filter // nil selects everything
 	PreserveRoot  bool    // refuse "/" as a PATH (for tasks that change things)
+	NoFollowRoots bool    // a PATH that is a symlink is an entry itself, not followed (chown -h)
 	// Types, when not zero, emits only entries of these types (1<<File, 1<<Dir, …);
 	// directories are walked whatever it says.
 	Types uint8
@@ -196,7 +197,11 @@ func (w *walk) feed(path string, em *emitter) {
 		return
 	}
 	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
+	stat := unix.Stat
+	if w.opt.NoFollowRoots {
+		stat = unix.Lstat
+	}
+	if err := stat(path, &st); err != nil {
 		em.add(Entry{Root: &Root{Path: path, fd: -1}, Err: err})
 		return
 	}
@@ -368,7 +373,10 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: ErrVisited})
 		return
 	}
-	if w.opt.Dirs && (w.opt.Types == 0 || w.opt.Types&(1<<Dir) != 0) && (w.opt.Stat == nil || w.opt.Stat(&st)) {
+	// Directories are walked whatever --include says, but emitted only if they
+	// match it too.
+	if w.opt.Dirs && (w.opt.Types == 0 || w.opt.Types&(1<<Dir) != 0) && (w.opt.Stat == nil || w.opt.Stat(&st)) &&
+		(w.opt.Filter == nil || len(w.opt.Filter.include) == 0 || w.opt.Filter.Selected(job.rel)) {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth})
 	}
 	if !read {
