@@ -179,15 +179,14 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 					e := &j.entries[i]
 					if ctx.Err() != nil {
 						// Interrupted or stopped: the rest of the batch is not run.
-						releaseAll(j.entries[i:])
 						res = res[:i]
 						break
 					}
 					res[i].Entry = *e
 					w.Run(ctx, e, &res[i])
-					e.Done()
 					countFailure(&res[i])
 				}
+				releaseAll(j.entries)
 				if len(res) == 0 {
 					return done{j.seq, res}
 				}
@@ -314,11 +313,7 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 	return nil
 }
 
-func releaseAll(b []walker.Entry) {
-	for i := range b {
-		b[i].Done()
-	}
-}
+func releaseAll(b []walker.Entry) { walker.DoneAll(b) }
 
 // rootSeq yields the PATH arguments in order, with "-" replaced by the paths read
 // from stdin (one per line, or NUL-separated with -0), streamed, never collected.

@@ -155,6 +155,7 @@ func dirHandleBudget() int {
 type emitter struct {
 	w     *walk
 	batch []Entry
+	refd  int // entries of batch whose references are taken
 }
 
 func (w *walk) newEmitter() *emitter { return &emitter{w: w} }
@@ -164,9 +165,14 @@ func (em *emitter) add(e Entry) {
 		n := max(em.w.opt.BatchSize(), 1)
 		em.batch = make([]Entry, 0, n)
 	}
-	e.Root.acquire()
-	if e.dir != nil {
-		e.dir.refs.Add(1)
+	// References are taken once per run of entries sharing a root and a
+	// directory (see DoneAll); a run ends when either changes, and before the
+	// batch leaves, so the caller's own references cover the entries until then.
+	if len(em.batch) > 0 {
+		last := &em.batch[len(em.batch)-1]
+		if last.Root != e.Root || last.dir != e.dir {
+			em.takeRefs()
+		}
 	}
 	em.batch = append(em.batch, e)
 	if len(em.batch) == cap(em.batch) {
@@ -174,18 +180,35 @@ func (em *emitter) add(e Entry) {
 	}
 }
 
+// takeRefs takes the references of the entries added since the last call.
+func (em *emitter) takeRefs() {
+	for em.refd < len(em.batch) {
+		e := &em.batch[em.refd]
+		j := em.refd + 1
+		for j < len(em.batch) && em.batch[j].Root == e.Root && em.batch[j].dir == e.dir {
+			j++
+		}
+		n := int64(j - em.refd)
+		e.Root.refs.Add(n)
+		if e.dir != nil {
+			e.dir.refs.Add(n)
+		}
+		em.refd = j
+	}
+}
+
 func (em *emitter) flush() {
 	if len(em.batch) == 0 {
 		return
 	}
+	em.takeRefs()
+	em.refd = 0
 	b := em.batch
 	em.batch = nil
 	select {
 	case em.w.out <- b:
 	case <-em.w.ctx.Done():
-		for i := range b {
-			b[i].Done()
-		}
+		DoneAll(b)
 	}
 }
 
@@ -335,6 +358,9 @@ func procFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 // emits its non-directory children and pushes (or, Sorted, descends into) its
 // subdirectories.
 func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
+	// Entries emitted here take their references before the caller lets go of
+	// the root (and, below, before this directory's handle is released).
+	defer em.takeRefs()
 	fd := job.root.fd
 	var dh *dirHandle
 	if job.rel != "" {
@@ -356,6 +382,7 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 			dh = &dirHandle{fd: fd, sem: w.dirSem}
 			dh.refs.Store(1) // readDir's own, released when it returns
 			defer dh.release()
+			defer em.takeRefs()
 		default:
 			defer unix.Close(fd)
 		}
