@@ -6,6 +6,7 @@
 #   BENCH_QUICK=1 bash bench/bench.sh     # smoke run (10k + 8 files)
 #   BENCH_MILLION=1 bash bench/bench.sh   # also the 1M-file peak-RSS test (~4 GiB on disk)
 #   BENCH_CHMOD=0 bash bench/bench.sh     # without the chmod section
+#   BENCH_COMPRESS=0 bash bench/bench.sh  # without the compress section (bench/compress.sh)
 #
 # Environment: BENCH_DIR (corpora, default /var/tmp/pbatch-bench; kept between
 # runs, generated only once), BENCH_RUNS (timed runs per command, default 5),
@@ -201,6 +202,15 @@ if [[ $CHMOD != 0 ]]; then
 	rmdir "$CHMOD_DIR" 2>/dev/null || true
 fi
 
+# --- compress ------------------------------------------------------------------
+# bench/compress.sh: ~1.8 GB of log-like text and one 1 GiB file on tmpfs;
+# pbatch compress vs pigz, xargs gzip, zstd -T and xargs zstd. Its report is
+# printed now and appended to ratios.txt below.
+COMPRESS=${BENCH_COMPRESS:-1}
+if [[ $COMPRESS != 0 ]]; then
+	PB=$PB GENCORPUS=$OUT/gencorpus bash bench/compress.sh
+fi
+
 # --- report --------------------------------------------------------------------
 python3 - "$OUT" "${BENCH_STRICT:-}" "$CHMOD" <<'EOF' | tee "$OUT/ratios.txt"
 import json, sys, os
@@ -270,3 +280,10 @@ if missed:
     if strict:
         sys.exit(1)
 EOF
+if [[ $COMPRESS != 0 ]]; then
+	printf '\n' >>"$OUT/ratios.txt"
+	cat "$OUT/compress.txt" >>"$OUT/ratios.txt"
+	if [[ ${BENCH_STRICT:-} == 1 && $(cat "$OUT/compress-missed") != 0 ]]; then
+		exit 1
+	fi
+fi

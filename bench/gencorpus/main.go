@@ -2,12 +2,21 @@
 //
 //	gencorpus -out DIR [-small N] [-small-min B] [-small-max B] [-large N] [-large-size B]
 //	gencorpus -out DIR -million
+//	gencorpus -out DIR -logs [-logs-n N] [-logs-big N] [-logs-big-size B] [-logs-single-size B]
 //
 // It writes up to two sets below DIR:
 //
 //	DIR/small/aNN/bNN/fNNNNNNN.bin          N small files, ~50 per directory,
 //	DIR/small/aNN/bNN/cNNN/fNNNNNNN.bin     in directories 2 or 3 levels deep
 //	DIR/large/fNNN.bin                      N large files
+//
+// With -logs it writes the compression corpus instead, log-like text (timestamps,
+// levels, components, request lines with ids, numbers and addresses; gzip -6
+// makes it about 3-4 times smaller):
+//
+//	DIR/logs/small/aNN/bNN/fNNNNNNN.log     N files of 1 KiB to 2 MiB (log-uniform)
+//	DIR/logs/big/fNNN.log                   N files of 256 MiB
+//	DIR/single/f000.log                     one file of 1 GiB
 //
 // Every byte comes from a PCG generator seeded with a constant and the file's
 // index, so the same flags give the same tree, byte for byte, whatever the order
@@ -55,6 +64,12 @@ func main() {
 		million   = flag.Bool("million", false, "memory-test corpus: 1 000 000 files of 64 bytes, no large files (overrides -small*, -large)")
 		jobs      = flag.Int("j", max(8, 4*runtime.NumCPU()), "files written at once")
 		quiet     = flag.Bool("q", false, "print nothing unless something fails")
+
+		logs        = flag.Bool("logs", false, "compression corpus of log-like text (DIR/logs/small, DIR/logs/big, DIR/single) instead of -small/-large")
+		logsN       = flag.Int("logs-n", 3800, "with -logs: number of log files of 1 KiB to 2 MiB (about 1 GB in all)")
+		logsBig     = flag.Int("logs-big", 3, "with -logs: number of big log files")
+		logsBigSize = flag.Int64("logs-big-size", 256<<20, "with -logs: size of each big log file")
+		logsSingle  = flag.Int64("logs-single-size", 1<<30, "with -logs: size of the single file in DIR/single (0: none)")
 	)
 	flag.Parse()
 	if *out == "" || flag.NArg() > 0 {
@@ -75,6 +90,16 @@ func main() {
 	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		fatal(err)
+	}
+	if *logs {
+		if *logsN < 0 || *logsBig < 0 || *logsBigSize < 0 || *logsSingle < 0 {
+			fmt.Fprintln(os.Stderr, "gencorpus: -logs-* sizes and counts must be >= 0")
+			os.Exit(2)
+		}
+		if err := makeLogs(*out, *logsN, *logsBig, *logsBigSize, *logsSingle, *jobs, logf); err != nil {
+			fatal(err)
+		}
+		return
 	}
 	if *small > 0 {
 		s := set{
@@ -140,6 +165,8 @@ type set struct {
 	n, jobs    int
 	path       func(i int) string       // relative to dir
 	size       func(r *rand.Rand) int64 // drawn first from file i's generator
+	// write writes one file of size bytes from r; nil: random bytes (writeFile).
+	write func(p string, size int64, r *rand.Rand, buf []byte) ([]byte, error)
 }
 
 func (s *set) make(logf func(string, ...any)) error {
@@ -200,8 +227,12 @@ func (s *set) make(logf func(string, ...any)) error {
 					}
 					madeDirs.add(d)
 				}
+				write := s.write
+				if write == nil {
+					write = writeFile
+				}
 				var err error
-				buf, err = writeFile(p, size, r, buf)
+				buf, err = write(p, size, r, buf)
 				if err != nil {
 					setErr(&mu, &firstErr, err)
 					return
