@@ -50,7 +50,7 @@ var (
 	errNotCompressed = skipError("skipped: no .gz, .tgz or .zst suffix")
 	errHardlinkRm    = skipError("skipped: regular file with more than one hard link (--rm would unlink only this name)")
 	errSetID         = skipError("skipped: setuid or setgid file (--rm)")
-	errOutputExists  = errors.New("output exists (use --force to replace it)")
+	errOutputExists  = errors.New("exists (use --force to replace it)")
 	errNameTooLong   = errors.New("output name would be too long")
 	errVerify        = errors.New("verification failed: the output does not decode to the input; original kept")
 )
@@ -224,7 +224,7 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 		// only saves the work.
 		var st unix.Stat_t
 		if err := unix.Fstatat(dirfd, out, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
-			r.Status, r.Err = Failed, errOutputExists
+			r.Status, r.Err = Failed, fmt.Errorf("output %s %w", quoteOut(out), errOutputExists)
 			return
 		}
 	}
@@ -301,7 +301,7 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 	}
 	if err != nil {
 		if err == unix.EEXIST {
-			err = errOutputExists
+			err = fmt.Errorf("output %s %w", quoteOut(out), errOutputExists)
 		}
 		r.Status, r.Err = Failed, err
 		return
@@ -584,6 +584,12 @@ func copyMetadata(in, out int, st *unix.Stat_t) error {
 	if err := unix.Fchown(out, int(st.Uid), int(st.Gid)); err != nil {
 		return err
 	}
+	// A default ACL on the directory gave the new file an access ACL; the
+	// chmod below would widen its mask. Only the input's own ACL may apply.
+	if err := unix.Fremovexattr(out, "system.posix_acl_access"); err != nil &&
+		err != unix.ENODATA && err != unix.ENOTSUP && err != unix.EOPNOTSUPP {
+		return err
+	}
 	if err := unix.Fchmod(out, st.Mode&0o777); err != nil {
 		return err
 	}
@@ -626,4 +632,15 @@ func copyXattrs(in, out int) error {
 		}
 	}
 	return nil
+}
+
+// quoteOut quotes an output name for a message when it holds anything but
+// printable ASCII.
+func quoteOut(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f || s[i] == '"' {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
