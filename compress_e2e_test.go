@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -1345,14 +1346,7 @@ func TestCompressReadOnlyDir(t *testing.T) {
 		czWrite(t, filepath.Join(d, "f"), data, 0o666)
 		czWrite(t, filepath.Join(d, "g.gz"), czGzipBytes(t, data), 0o666)
 		os.Chmod(d, 0o555)
-		bin, err := sharedTmp()
-		if err != nil {
-			t.Fatal(err)
-		}
-		nb := filepath.Join(bin, "nobody-compress", "pbatch")
-		if err := copyExecutable(pbatchBin(t), nb); err != nil {
-			t.Fatal(err)
-		}
+		nb := czNobodyBin(t)
 		for _, args := range [][]string{{"compress", "--rm", "ro"}, {"decompress", "--rm", "ro"}} {
 			var stdout, stderr bytes.Buffer
 			cmd := exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", nb}, args...)...)
@@ -1734,4 +1728,266 @@ func TestCompressEMFILE(t *testing.T) {
 			czInvariant(t, dir, files, czGzip)
 		})
 	}
+}
+
+// czNobodyBin returns a copy of pbatch that uid 65534 can run.
+func czNobodyBin(t *testing.T) string {
+	t.Helper()
+	dir, err := sharedTmp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nb := filepath.Join(dir, "nobody-compress", "pbatch")
+	czNobodyOnce.Do(func() { czNobodyErr = copyExecutable(pbatchBin(t), nb) })
+	if czNobodyErr != nil {
+		t.Fatal(czNobodyErr)
+	}
+	return nb
+}
+
+var (
+	czNobodyOnce sync.Once
+	czNobodyErr  error
+)
+
+// TestCompressAsUser: an unprivileged user compresses and decompresses their
+// own files with --rm, metadata kept. A file of theirs whose group they do not
+// belong to cannot get that group on the output: it fails (exit 1) rather than
+// get the user's group, and nothing is lost.
+func TestCompressAsUser(t *testing.T) {
+	czNeedRoot(t, "setpriv to uid 65534")
+	czNeed(t, "setpriv", "gzip")
+	nb := czNobodyBin(t)
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	os.Chmod(filepath.Dir(root), 0o755)
+	home := filepath.Join(root, "home")
+	data := czText(43, 30<<10)
+	czWrite(t, filepath.Join(home, "mine.log"), data, 0o640)
+	czWrite(t, filepath.Join(home, "foreign-group.log"), data, 0o640)
+	for _, p := range []string{home, filepath.Join(home, "mine.log")} {
+		if err := os.Chown(p, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(filepath.Join(home, "foreign-group.log"), 65534, 5678); err != nil {
+		t.Fatal(err)
+	}
+	mtime := time.Date(2020, 1, 2, 3, 4, 5, 600, time.UTC)
+	os.Chtimes(filepath.Join(home, "mine.log"), mtime, mtime)
+	run := func(want int, args ...string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		cmd := exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", nb}, args...)...)
+		cmd.Dir = root
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != want {
+			t.Errorf("%q as uid 65534: exit %d, want %d\n%s", args, code, want, stderr.String())
+		}
+		return stderr.String()
+	}
+	run(0, "compress", "-q", "--rm", "home/mine.log")
+	czMissing(t, filepath.Join(home, "mine.log"))
+	st := czLstat(t, filepath.Join(home, "mine.log.gz"))
+	if st.Uid != 65534 || st.Gid != 65534 || st.Mode&0o7777 != 0o640 || st.Mtim != unix.NsecToTimespec(mtime.UnixNano()) {
+		t.Errorf("mine.log.gz: %d:%d %04o mtime %v", st.Uid, st.Gid, st.Mode&0o7777, time.Unix(st.Mtim.Unix()).UTC())
+	}
+	run(0, "decompress", "-q", "--rm", "home/mine.log.gz")
+	if got := czRead(t, filepath.Join(home, "mine.log")); !bytes.Equal(got, data) {
+		t.Errorf("mine.log after the round trip differs")
+	}
+	czMissing(t, filepath.Join(home, "mine.log.gz"))
+
+	stderr := run(1, "compress", "--rm", "home/foreign-group.log")
+	if !strings.Contains(stderr, "pbatch: home/foreign-group.log: ") || !strings.Contains(stderr, "operation not permitted") {
+		t.Errorf("stderr:\n%s\nwant foreign-group.log: … operation not permitted", stderr)
+	}
+	if got := czRead(t, filepath.Join(home, "foreign-group.log")); !bytes.Equal(got, data) {
+		t.Errorf("foreign-group.log changed")
+	}
+	czMissing(t, filepath.Join(home, "foreign-group.log.gz"))
+	czNoTemps(t, home)
+}
+
+// czStrace runs pbatch under strace -f and returns the traced lines (pid
+// prefixes removed).
+func czStrace(t *testing.T, dir string, args ...string) []string {
+	t.Helper()
+	czNeed(t, "strace")
+	log := filepath.Join(t.TempDir(), "strace.log")
+	st := append([]string{"-f", "-qq", "-o", log, "-e",
+		"trace=openat,fsync,fdatasync,close,renameat,renameat2,unlinkat,utimensat,fchown,fchmod,fsetxattr,write"},
+		append([]string{pbatchBin(t)}, args...)...)
+	cmd := exec.Command("strace", st...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		if strings.Contains(string(out), "ptrace") {
+			t.Skipf("strace cannot trace here: %s", out)
+		}
+		t.Fatalf("strace pbatch %q: %v\n%s", args, err, out)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(czRead(t, log)), "\n") {
+		if _, rest, ok := strings.Cut(l, " "); ok {
+			// strace pads the result column: "close(7)      = 0".
+			lines = append(lines, czPad.ReplaceAllString(strings.TrimSpace(rest), ") = "))
+		}
+	}
+	return lines
+}
+
+var czPad = regexp.MustCompile(`\)\s+= `)
+
+// czFind returns the index of the first line at or after from matching re, or -1.
+func czFind(lines []string, from int, re string) int {
+	r := regexp.MustCompile(re)
+	for i := max(from, 0); i < len(lines); i++ {
+		if r.MatchString(lines[i]) {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestCompressSyscallOrder checks rules 7-9 in the system calls themselves:
+// the temporary file is created O_EXCL|O_NOFOLLOW 0600 in the directory; its
+// metadata and times are set, then it is fsynced and closed (close checked),
+// then published by renameat2(RENAME_NOREPLACE) (--force: a plain rename), then
+// the directory is fsynced; only after that is the original unlinked (and the
+// directory fsynced again). The output name is never opened.
+func TestCompressSyscallOrder(t *testing.T) {
+	for _, force := range []bool{false, true} {
+		t.Run(fmt.Sprintf("force=%v", force), func(t *testing.T) {
+			dir := fastTempDir(t)
+			czWrite(t, filepath.Join(dir, "f"), czText(47, 100<<10), 0o640)
+			args := []string{"compress", "-q", "-w", "1", "--rm", "f"}
+			if force {
+				victim := filepath.Join(dir, "victim")
+				czWrite(t, victim, []byte("victim\n"), 0o644)
+				if err := os.Symlink(victim, filepath.Join(dir, "f.gz")); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "--force")
+			}
+			lines := czStrace(t, dir, args...)
+			dump := func() string { return strings.Join(lines, "\n") }
+			m := regexp.MustCompile(`^openat\((\d+), "(\.pbatch-tmp-[0-9a-f]{12})", O_RDWR\|O_CREAT\|O_EXCL\|O_NOFOLLOW\|O_CLOEXEC, 0600\) = (\d+)$`)
+			open, dirfd, tmp, fd := -1, "", "", ""
+			for i, l := range lines {
+				if s := m.FindStringSubmatch(l); s != nil {
+					open, dirfd, tmp, fd = i, s[1], s[2], s[3]
+					break
+				}
+			}
+			if open < 0 {
+				t.Fatalf("no openat of a temporary file with O_EXCL|O_NOFOLLOW, mode 0600:\n%s", dump())
+			}
+			q := regexp.QuoteMeta
+			steps := []struct{ what, re string }{
+				{"fchown of the temp file", `^fchown\(` + fd + `, `},
+				{"fchmod 0640", `^fchmod\(` + fd + `, 0640\) = 0$`},
+				{"times set through /proc/self/fd", `^utimensat\(AT_FDCWD, "/proc/self/fd/` + fd + `", `},
+				{"fsync of the temp file", `^fsync\(` + fd + `\) = 0$`},
+				{"close of the temp file", `^close\(` + fd + `\) = 0$`},
+				{"the rename", map[bool]string{
+					false: `^renameat2\(` + dirfd + `, "` + q(tmp) + `", ` + dirfd + `, "f\.gz", RENAME_NOREPLACE\) = 0$`,
+					true:  `^renameat2?\(` + dirfd + `, "` + q(tmp) + `", ` + dirfd + `, "f\.gz"(, 0)?\) = 0$`,
+				}[force]},
+				{"fsync of the directory", `^fsync\(` + dirfd + `\) = 0$`},
+				{"unlink of the original", `^unlinkat\(` + dirfd + `, "f", 0\) = 0$`},
+				{"fsync of the directory after the unlink", `^fsync\(` + dirfd + `\) = 0$`},
+			}
+			at := open
+			for _, s := range steps {
+				i := czFind(lines, at+1, s.re)
+				if i < 0 {
+					t.Fatalf("no %s after line %d (%q):\n%s", s.what, at, lines[at], dump())
+				}
+				at = i
+			}
+			if i := czFind(lines, 0, `^openat\(.*"f\.gz"`); i >= 0 {
+				t.Errorf("the output name was opened: %s", lines[i])
+			}
+			if i := czFind(lines, 0, `^unlinkat\(.*"f", `); i >= 0 && i < czFind(lines, 0, `^renameat2?\(`) {
+				t.Errorf("the original was unlinked before the output was published")
+			}
+			if force {
+				if got := string(czRead(t, filepath.Join(dir, "victim"))); got != "victim\n" {
+					t.Errorf("victim: %q", got)
+				}
+			}
+		})
+	}
+}
+
+// TestCompressInjectedErrors: an I/O error from fsync of the temporary file,
+// or from the rename, fails that file (exit 1, "input/output error"); the
+// temporary file is removed and the original kept, even with --rm (strace
+// injects the errors: a Go binary ignores LD_PRELOAD).
+func TestCompressInjectedErrors(t *testing.T) {
+	czNeed(t, "strace")
+	for _, inject := range []string{"fsync:error=EIO:when=1", "renameat2:error=EIO", "fchmod:error=EIO", "utimensat:error=EIO"} {
+		t.Run(strings.Split(inject, ":")[0], func(t *testing.T) {
+			dir := fastTempDir(t)
+			data := czText(53, 20<<10)
+			czWrite(t, filepath.Join(dir, "f"), data, 0o644)
+			var stdout, stderr bytes.Buffer
+			cmd := exec.Command("strace", "-f", "-qq", "-o", "/dev/null", "-e", "inject="+inject,
+				pbatchBin(t), "compress", "-w", "1", "--rm", "f")
+			cmd.Dir = dir
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			if strings.Contains(stderr.String(), "ptrace") {
+				t.Skipf("strace cannot trace here: %s", stderr.String())
+			}
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+				t.Errorf("exit: %v, want 1\n%s", err, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), "pbatch: f: ") || !strings.Contains(stderr.String(), "input/output error") {
+				t.Errorf("stderr:\n%s\nwant f: … input/output error", stderr.String())
+			}
+			if stdout.Len() > 0 {
+				t.Errorf("stdout %q, want nothing", stdout.String())
+			}
+			if got := czRead(t, filepath.Join(dir, "f")); !bytes.Equal(got, data) {
+				t.Errorf("the original was lost or changed")
+			}
+			czMissing(t, filepath.Join(dir, "f.gz"))
+			czNoTemps(t, dir)
+		})
+	}
+	// Removing the original fails: both stay, reported, exit 1.
+	t.Run("unlinkat", func(t *testing.T) {
+		czNeed(t, "gzip")
+		dir := fastTempDir(t)
+		data := czText(59, 20<<10)
+		czWrite(t, filepath.Join(dir, "f"), data, 0o644)
+		cmd := exec.Command("strace", "-f", "-qq", "-o", "/dev/null", "-e", "inject=unlinkat:error=EIO:when=1",
+			pbatchBin(t), "compress", "-w", "1", "--rm", "f")
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("exit: %v, want 1\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "pbatch: f: ") || !strings.Contains(string(out), "input/output error") {
+			t.Errorf("output:\n%s\nwant f: … input/output error", out)
+		}
+		if got := czRead(t, filepath.Join(dir, "f")); !bytes.Equal(got, data) {
+			t.Errorf("the original was lost or changed")
+		}
+		if got := czDecode(t, "gzip", filepath.Join(dir, "f.gz")); !bytes.Equal(got, data) {
+			t.Errorf("f.gz does not decode to the original")
+		}
+		czNoTemps(t, dir)
+	})
 }
