@@ -446,6 +446,7 @@ EXAMPLES:
 					return usagef("exec", "%s", err)
 				}
 				if execo.batch {
+					// Invocations are bounded by ARG_MAX (RunBatch), not by the batch.
 					execo.engineOpts.batch = 4096
 				}
 				return runEngine(c.Context, "exec", args[:sep], &execo.engineOpts, t,
