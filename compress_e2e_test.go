@@ -786,6 +786,17 @@ func TestCompressDefaultACL(t *testing.T) {
 			if got := czGetxattr(t, out, "system.posix_acl_access"); got != nil {
 				t.Errorf("the output has an access ACL, the input has none:\n%s", czGetfacl(t, out))
 			}
+			// decompress writes into the same directory: the same rule.
+			if err := os.Remove(in); err != nil {
+				t.Fatal(err)
+			}
+			czMust(t, 0, dir, "decompress", "-q", out)
+			if czCanRead(t, in, 99) {
+				t.Errorf("uid 99 can read the decompressed %s (mode 0640, no ACL)\n%s", filepath.Base(in), czGetfacl(t, in))
+			}
+			if st := czLstat(t, in); st.Mode&0o7777 != 0o640 {
+				t.Errorf("decompressed mode %04o, want 0640", st.Mode&0o7777)
+			}
 		})
 	}
 }
