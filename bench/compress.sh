@@ -50,6 +50,14 @@ if [[ -z $PB || -z $GENCORPUS ]]; then
 	PB=$OUT/pbatch GENCORPUS=$OUT/gencorpus
 fi
 
+# Two runs on one corpus would delete each other's outputs: wait for the other.
+mkdir -p "$(dirname "$CDIR")"
+exec 9>"$CDIR.lock"
+if ! flock -n 9; then
+	log "another compress benchmark holds $CDIR.lock; waiting for it"
+	flock 9
+fi
+
 if [[ ${BENCH_QUICK:-} == 1 ]]; then
 	genflags=(-logs-n 400 -logs-big 1 -logs-big-size $((64 << 20)) -logs-single-size $((256 << 20)))
 else
