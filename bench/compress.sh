@@ -155,12 +155,49 @@ sizes zstd zst "${zstd_cmds[@]}"
 timeit gzip "${gzip_cmds[@]}"
 timeit zstd "${zstd_cmds[@]}"
 timeit single "${single_cmds[@]}"
+
+# decompress: pbatch's own outputs moved to a tree of their own (DC/gz, DC/zst),
+# decoded by pbatch decompress and by find | xargs -P gzip -d / zstd -d; the
+# decoded files are removed before each run. A sample must decode to the input.
+DC=$CDIR/dc
+rm -rf "$DC"
+for ext in gz zst; do
+	format=gzip
+	[[ $ext == zst ]] && format=zstd
+	eval "$clean"
+	"$PB" compress -q -w "$NPROC" --format "$format" "$T" >/dev/null
+	(cd "$T" && find . -name "*.log.$ext" -print0 | while IFS= read -r -d '' f; do
+		mkdir -p "$DC/$ext/${f%/*}" && mv "$f" "$DC/$ext/$f"
+	done)
+done
+eval "$clean"
+dclean="find $(printf '%q' "$DC") -type f -name '*.log' -delete"
+log "decompress: checking pbatch decompress against the inputs"
+"$PB" decompress -q -w "$NPROC" "$DC" >/dev/null
+(cd "$T" && find . -type f -name '*.log' | awk 'NR % 97 == 1') | while read -r f; do
+	for ext in gz zst; do
+		cmp -s "$DC/$ext/$f" "$T/$f" || { echo "compress.sh: pbatch decompress of $DC/$ext/$f.$ext differs from $T/$f" >&2; exit 1; }
+	done
+done
+qdc=$(printf '%q' "$DC")
+for ext in gz zst; do
+	tool=gzip
+	[[ $ext == zst ]] && tool="zstd -q"
+	log "load average before decompress-$ext: $(cut -d' ' -f1-3 /proc/loadavg)"
+	hyperfine --runs "$RUNS" --style basic --prepare "$dclean" \
+		--export-json "$OUT/decompress-$ext.json" --export-markdown "$OUT/decompress-$ext.md" \
+		-n pbatch "$pb decompress -q -w $NPROC $qdc/$ext" \
+		-n "xargs-${tool% *}" "find $qdc/$ext -type f -name '*.$ext' -print0 | xargs -0 -P$NPROC -n64 $tool -d -k"
+done
+eval "$dclean"
 log "peak RSS of pbatch compress"
 rss gzip-tree compress -q -w "$NPROC" --format gzip -l 6 "$T"
 rss zstd-tree compress -q -w "$NPROC" --format zstd -l 3 "$T"
 rss gzip-single-w1 compress -q -w 1 --format gzip -l 6 "$S"
 rss gzip-single-w2 compress -q -w 2 --format gzip -l 6 "$S"
 eval "$clean"
+log "ratio and encoder speed at each level (bench/levels, 64 MiB sample)"
+go run ./bench/levels -mb 64 "$T/small" >"$OUT/compress-levels.txt"
 {
 	echo "compress: $(pigz --version 2>&1); $(gzip --version | head -1); $(zstd --version)"
 	echo "compress corpus: $nin files, $inbytes bytes in $T; $(stat -c %s "$S") bytes in $S (tmpfs)"
@@ -168,7 +205,7 @@ eval "$clean"
 stat -c %s "$S" >"$OUT/compress-single-bytes"
 if [[ ${BENCH_COMPRESS_KEEP:-} != 1 ]]; then
 	# Only what gencorpus wrote: BENCH_COMPRESS_DIR may name a directory that holds more.
-	rm -rf "$CDIR/logs" "$CDIR/single" "$CDIR"/.stamp-logs-* "$CDIR"/.stamp-single*
+	rm -rf "$CDIR/logs" "$CDIR/single" "$CDIR/dc" "$CDIR"/.stamp-logs-* "$CDIR"/.stamp-single*
 	rmdir "$CDIR" 2>/dev/null || true
 fi
 
@@ -213,12 +250,21 @@ for name, r in res.items():
     print(f"  {name:12} {r['median']:8.2f} s")
 print(f"  -w 2 vs -w 1: {w1 / w2:.2f}x faster (target >= 1.7x: {verdict(w1 / w2 >= 1.7)})")
 
+print("\ndecompress, pbatch's outputs of the tree (median wall s):")
+for ext in ("gz", "zst"):
+    res = {r["command"]: r["median"] for r in json.load(open(os.path.join(out, f"decompress-{ext}.json")))["results"]}
+    pb = res.pop("pbatch")
+    (peer, t), = res.items()
+    print(f"  {ext:4} pbatch {pb:6.2f} s  {peer} {t:6.2f} s  -> pbatch {t / pb:.2f}x faster (target >= 1: {verdict(t / pb >= 1)})")
+
 print("\npeak RSS of pbatch compress (target <= 64 MiB):")
 for line in open(os.path.join(out, "compress-rss.txt")):
     name, kib, wall = line.split()
     mib = int(kib) / 1024
     print(f"  {name:16} {mib:6.1f} MiB  {wall:>8} wall  ({verdict(mib <= 64)})")
-print(f"\nhyperfine exports: {out}/compress-{{gzip,zstd,single}}.{{json,md}}")
+print("\nratio per level (bench/levels; speed is one core, in memory: the encoder's ceiling):")
+print(open(os.path.join(out, "compress-levels.txt")).read().rstrip())
+print(f"\nhyperfine exports: {out}/compress-{{gzip,zstd,single}}.{{json,md}}, decompress-{{gz,zst}}.{{json,md}}")
 if missed:
     print(f"{missed} compress target(s) missed")
 open(os.path.join(out, "compress-missed"), "w").write(f"{missed}\n")
