@@ -66,7 +66,7 @@ EXAMPLES:
 			if manifestPath != "-" {
 				f, err := os.Open(manifestPath)
 				if err != nil {
-					fmt.Fprintf(stderr, "pbatch: %s: %s\n", quoteName(manifestPath), unwrapPathError(err))
+					fmt.Fprintf(stderr, "pbatch: %s: %s\n", manifestName(manifestPath), unwrapPathError(err))
 					return exitError{exitFailed}
 				}
 				defer f.Close()
@@ -76,14 +76,14 @@ EXAMPLES:
 			}
 			ix, bad, err := tasks.ReadIndex(r, manifest.Options{DefaultAlgorithm: algorithm, NullTerminated: o.null})
 			for _, b := range bad {
-				fmt.Fprintf(stderr, "pbatch: %s: %s\n", quoteName(manifestPath), b)
+				fmt.Fprintf(stderr, "pbatch: %s: %s\n", manifestName(manifestPath), b)
 			}
 			if err != nil {
-				fmt.Fprintf(stderr, "pbatch: %s: %s\n", quoteName(manifestPath), err)
+				fmt.Fprintf(stderr, "pbatch: %s: %s\n", manifestName(manifestPath), err)
 				return exitError{exitFailed}
 			}
 			if ix.Len() == 0 {
-				fmt.Fprintf(stderr, "pbatch: %s: no properly formatted checksum lines found\n", quoteName(manifestPath))
+				fmt.Fprintf(stderr, "pbatch: %s: no properly formatted checksum lines found\n", manifestName(manifestPath))
 				return exitError{exitFailed}
 			}
 			o.noSummary, o.noDiag = true, true

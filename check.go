@@ -205,7 +205,7 @@ func (f *checkFormat) record(b []byte, r *tasks.Result) []byte {
 	switch {
 	case item.Open != nil:
 		c.failed = true
-		fmt.Fprintf(f.stderr, "pbatch: %s: %s\n", quoteName(item.Manifest), item.Open)
+		fmt.Fprintf(f.stderr, "pbatch: %s: %s\n", manifestName(item.Manifest), item.Open)
 		if f.json {
 			return f.jsonRecord(b, item, r, "unreadable")
 		}
@@ -213,7 +213,7 @@ func (f *checkFormat) record(b []byte, r *tasks.Result) []byte {
 	case item.Err != nil:
 		c.malformed++
 		if f.warn && !f.status {
-			fmt.Fprintf(f.stderr, "pbatch: %s: %d: %s\n", quoteName(item.Manifest), item.Entry.Line, lineProblem(item.Err))
+			fmt.Fprintf(f.stderr, "pbatch: %s: %d: %s\n", manifestName(item.Manifest), item.Entry.Line, lineProblem(item.Err))
 		}
 		if f.json {
 			return f.jsonRecord(b, item, r, "malformed")
@@ -284,6 +284,15 @@ func containsLF(b []byte) bool {
 	return false
 }
 
+// manifestName names a manifest in diagnostics as coreutils does: stdin is
+// 'standard input', not "-".
+func manifestName(p string) string {
+	if p == "-" {
+		return "'standard input'"
+	}
+	return quoteName(p)
+}
+
 func lineProblem(err error) string {
 	if errors.Is(err, manifest.ErrUnsupported) {
 		return "unsupported algorithm"
@@ -345,7 +354,7 @@ func (f *checkFormat) endManifest(i int) {
 	if c.failed {
 		return
 	}
-	name := quoteName(f.names[i])
+	name := manifestName(f.names[i])
 	if c.proper == 0 {
 		fmt.Fprintf(f.stderr, "pbatch: %s: no properly formatted checksum lines found\n", name)
 		f.extra++
