@@ -33,6 +33,7 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	bash bench/bench.sh
+	bash bench/extra.sh
 
 clean:
 	rm -f pbatch
