@@ -70,6 +70,11 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 	if err := applyProcess(cmd, o, stderr); err != nil {
 		return err
 	}
+	readers, dirHandles, err := fitFDs(cmd, o, task, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "pbatch: %s\n", err)
+		return exitError{exitFailed}
+	}
 
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
@@ -95,7 +100,8 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		OneFileSystem: o.oneFS,
 		MaxDepth:      o.maxDepth,
 		Sorted:        o.keepOrder,
-		Readers:       min(max(o.workers, 2), 8),
+		Readers:       readers,
+		DirHandles:    dirHandles,
 		Filter:        filter,
 		BatchSize:     batchSize,
 		Dirs:          o.dirs || sel.types&(1<<walker.Dir) != 0,

@@ -29,6 +29,10 @@ func main() {
 		// CPU measured) for ~4 MiB more RSS.
 		debug.SetGCPercent(200)
 	}
+	if l := fdLimit(); l > 0 && l < minFDs {
+		fmt.Fprintf(os.Stderr, "pbatch: open file limit (ulimit -n) is %d: too low, pbatch needs at least %d; raise it\n", l, minFDs)
+		os.Exit(exitFailed)
+	}
 	code, sig := run(os.Args, os.Stdin, os.Stdout, os.Stderr)
 	if sig != 0 {
 		dieBy(sig)

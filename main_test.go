@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -857,5 +858,83 @@ func TestLongPathNotDropped(t *testing.T) {
 					cmd, err, stdout.String(), stderr.String())
 			}
 		})
+	}
+}
+
+// TestLowFileLimit: under a low `ulimit -n` a run either processes every file
+// (with fewer workers, and says so) or refuses to start with one line; it
+// never fails some files with EMFILE, and the runtime never dies.
+func TestLowFileLimit(t *testing.T) {
+	bin := pbatchBin(t)
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	const dirs, files = 30, 20
+	for d := range dirs {
+		sub := filepath.Join(tree, fmt.Sprintf("d%02d", d), "deeper")
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for f := range files {
+			name := filepath.Join(sub, fmt.Sprintf("f%02d", f))
+			if err := os.WriteFile(name, []byte(name), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	run := func(limit int, args ...string) (stdout, stderr string, code int) {
+		t.Helper()
+		cmd := exec.Command("sh", append([]string{"-c", `ulimit -n "$0" && exec "$@"`, fmt.Sprint(limit), bin}, args...)...)
+		var o, e strings.Builder
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return o.String(), e.String(), cmd.ProcessState.ExitCode()
+	}
+	tooLow := regexp.MustCompile(`\Apbatch: open file limit \(ulimit -n\) is \d+: too low[^\n]*; raise it\n\z`)
+	sawFewer, sawOK := false, false
+	for _, limit := range []int{4, 8, 11, 12, 13, 14, 15, 16, 18, 20, 24, 32} {
+		for _, args := range [][]string{
+			{"hash", "-w", "8", tree}, // not -q: the summary and the warning
+			{"hash", "-q", "-k", "-w", "4", tree},
+			{"exec", "-q", "-w", "4", tree, "--", "true"},
+		} {
+			out, errOut, code := run(limit, args...)
+			what := fmt.Sprintf("ulimit -n %d; pbatch %s", limit, strings.Join(args[:len(args)-1], " "))
+			if strings.Contains(errOut, "fatal error") || strings.Contains(errOut, "goroutine ") {
+				t.Fatalf("%s: the runtime died:\n%s", what, errOut)
+			}
+			if tooLow.MatchString(errOut) {
+				if code != 1 || out != "" {
+					t.Errorf("%s: refused with exit %d and output %q; want exit 1 and no output", what, code, out)
+				}
+				continue
+			}
+			if code != 0 {
+				t.Errorf("%s: exit %d\n%s", what, code, errOut)
+				continue
+			}
+			if args[0] == "hash" {
+				if n := strings.Count(out, "\n"); n != dirs*files {
+					t.Errorf("%s: %d lines, want %d", what, n, dirs*files)
+				}
+			}
+			for _, line := range strings.Split(strings.TrimSuffix(errOut, "\n"), "\n") {
+				switch {
+				case line == "":
+				case strings.Contains(line, "instead of 8"):
+					sawFewer = true
+				case strings.HasPrefix(line, fmt.Sprintf("pbatch: %d files, ", dirs*files)):
+				default:
+					t.Errorf("%s: unexpected stderr line %q", what, line)
+				}
+			}
+			sawOK = true
+		}
+	}
+	if !sawOK || !sawFewer {
+		t.Errorf("no limit gave a run (%v) or a run with fewer workers (%v): the limits tested no longer span the range", sawOK, sawFewer)
 	}
 }

@@ -92,6 +92,10 @@ func NewDecompress(opt CompressOptions) *Compress {
 	return &Compress{opt: opt, decompress: true, bigSlot: make(chan struct{}, 1)}
 }
 
+// FDsPerWorker: the input, its directory, the temp file, and the temp file
+// opened again to verify it.
+func (t *Compress) FDsPerWorker() int { return 4 }
+
 func (t *Compress) NewWorker() Worker {
 	return &compressWorker{t: t, buf: make([]byte, ReadBufSize), rd: newReader(t.opt.Read)}
 }
@@ -344,12 +348,7 @@ func statusOf(e *walker.Entry, err error) (Status, error) {
 }
 
 func openat(dirfd int, name string, flags int) (int, error) {
-	for {
-		fd, err := unix.Openat(dirfd, name, flags, 0)
-		if err != unix.EINTR {
-			return fd, err
-		}
-	}
+	return walker.RetryOpen(func() (int, error) { return unix.Openat(dirfd, name, flags, 0) })
 }
 
 func fsync(fd int) error {
@@ -370,8 +369,10 @@ func createTemp(dirfd int) (string, int, error) {
 			b[i] = byte(rand.Uint32())
 		}
 		name := TempPrefix + hex.EncodeToString(b[:])
-		fd, err := unix.Openat(dirfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-		if err == unix.EEXIST || err == unix.EINTR {
+		fd, err := walker.RetryOpen(func() (int, error) {
+			return unix.Openat(dirfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		})
+		if err == unix.EEXIST {
 			continue
 		}
 		return name, fd, err

@@ -59,6 +59,11 @@ func NewExec(argv []string, opt ExecOptions) (*Exec, error) {
 	return t, nil
 }
 
+// FDsPerWorker: while a command starts, os/exec holds both ends of a stdout
+// and a stderr pipe, /dev/null for stdin, the pipe that reports exec errors and
+// a pidfd.
+func (t *Exec) FDsPerWorker() int { return 8 }
+
 func (t *Exec) NewWorker() Worker {
 	if t.opt.Batch {
 		return execBatch{t}

@@ -16,6 +16,13 @@ type Task interface {
 	NewWorker() Worker
 }
 
+// FDUser is a Task whose workers may each hold more than one file descriptor
+// at once (the others hold at most one); the engine fits the worker count
+// into the open-file limit with it.
+type FDUser interface {
+	FDsPerWorker() int
+}
+
 // Worker processes one entry at a time and fills in r. It must watch ctx so that
 // a cancelled run aborts files in flight.
 type Worker interface {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -342,27 +343,26 @@ func openBeneath(r *Root, dirfd int, rel string, flags int, follow bool) (int, e
 			// -L asks for symlinks to be followed, even out of the tree.
 			how.Resolve = 0
 		}
-		for {
-			fd, err := unix.Openat2(dirfd, rel, &how)
-			if err != unix.EINTR {
-				return fd, err
-			}
-		}
+		return RetryOpen(func() (int, error) { return unix.Openat2(dirfd, rel, &how) })
 	}
 	if follow {
-		for {
-			fd, err := unix.Openat(dirfd, rel, flags, 0)
-			if err != unix.EINTR {
-				return fd, err
-			}
-		}
+		return RetryOpen(func() (int, error) { return unix.Openat(dirfd, rel, flags, 0) })
 	}
 	// Fallback: os.Root never resolves a path outside the root, even through
 	// symlinks or "..", though it may follow a symlink that stays inside it.
 	if r.os == nil {
 		return -1, fmt.Errorf("no root handle")
 	}
-	f, err := r.os.OpenFile(rel, flags, 0)
+	var f *os.File
+	_, err := RetryOpen(func() (int, error) {
+		var err error
+		f, err = r.os.OpenFile(rel, flags, 0)
+		var en unix.Errno
+		if errors.As(err, &en) {
+			return -1, en
+		}
+		return 0, err
+	})
 	if err != nil {
 		var en unix.Errno
 		if errors.As(err, &en) {
@@ -373,14 +373,30 @@ func openBeneath(r *Root, dirfd int, rel string, flags int, follow bool) (int, e
 		return -1, unix.EXDEV
 	}
 	defer f.Close()
-	return unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	return RetryOpen(func() (int, error) { return unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0) })
 }
 
 func retryEINTR(f func() (int, error)) (int, error) {
+	return RetryOpen(f)
+}
+
+// RetryOpen runs an open call again on EINTR, and on EMFILE/ENFILE for up to two
+// seconds: pbatch fits its descriptors into the limit (see fitFDs in package
+// main), so running out is a moment when others are in flight (a command's
+// pipes, a descriptor being closed), not a reason to fail a file.
+func RetryOpen(f func() (int, error)) (int, error) {
+	wait, waited := 100*time.Microsecond, time.Duration(0)
 	for {
 		fd, err := f()
-		if err != unix.EINTR {
-			return fd, err
+		switch {
+		case err == unix.EINTR:
+			continue
+		case (err == unix.EMFILE || err == unix.ENFILE) && waited < 2*time.Second:
+			time.Sleep(wait)
+			waited += wait
+			wait = min(2*wait, 50*time.Millisecond)
+			continue
 		}
+		return fd, err
 	}
 }

@@ -39,6 +39,10 @@ type Options struct {
 	// BatchSize is asked for the size of each batch as it is started, so that the
 	// consumer can trade per-batch overhead against load balance; default 64.
 	BatchSize func() int
+	// DirHandles bounds the directories kept open for the entries in flight
+	// (opening an entry then needs no path lookup from the root): 0 picks from
+	// the descriptor limit, negative keeps none.
+	DirHandles int
 }
 
 func (o *Options) setDefaults() {
@@ -64,7 +68,11 @@ var ErrSymlinkInPath = errors.New("not followed: path now contains a symbolic li
 // does not close out. The receiver owns each batch and must call Done on every entry.
 func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out chan<- []Entry) error {
 	opt.setDefaults()
-	w := &walk{ctx: ctx, opt: opt, out: out, visited: make(map[devIno]struct{}), dirSem: make(chan struct{}, dirHandleBudget())}
+	handles := opt.DirHandles
+	if handles == 0 {
+		handles = dirHandleBudget()
+	}
+	w := &walk{ctx: ctx, opt: opt, out: out, visited: make(map[devIno]struct{}), dirSem: make(chan struct{}, max(handles, 0))}
 	w.cond.L = &w.mu
 	stop := context.AfterFunc(ctx, func() {
 		w.mu.Lock()
@@ -136,9 +144,9 @@ type walk struct {
 	dirSem chan struct{} // bounds the directory descriptors kept for entries in flight
 }
 
-// maxDirHandles bounds the directories kept open for their entries; past it,
+// MaxDirHandles bounds the directories kept open for their entries; past it,
 // entries are opened from the root with their whole path.
-const maxDirHandles = 64
+const MaxDirHandles = 64
 
 // dirHandleBudget keeps held directories to a small share of the descriptor
 // limit, so that a low `ulimit -n` leaves room for the workers' files (none
@@ -148,7 +156,7 @@ func dirHandleBudget() int {
 	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) != nil {
 		return 0
 	}
-	return int(min(maxDirHandles, max(0, (int64(rl.Cur)-64)/4)))
+	return int(min(MaxDirHandles, max(0, (int64(rl.Cur)-64)/4)))
 }
 
 // emitter collects one goroutine's entries into batches.
@@ -430,7 +438,15 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 	}
 	// godirwalk reads by path; /proc/self/fd/N names the directory we opened
 	// safely, so a directory swapped for a symlink meanwhile is never listed.
-	sc, err := godirwalk.NewScannerWithScratchBuffer(procFd(fd), scratch)
+	var sc *godirwalk.Scanner
+	_, err := RetryOpen(func() (int, error) {
+		var err error
+		sc, err = godirwalk.NewScannerWithScratchBuffer(procFd(fd), scratch)
+		if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.EINTR) {
+			return -1, unwrapPathErr(err)
+		}
+		return 0, err
+	})
 	if err != nil {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: unwrapPathErr(err)})
 		return
