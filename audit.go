@@ -169,7 +169,7 @@ func (f *auditFormat) record(b []byte, r *tasks.Result) []byte {
 		b = append(b, quoteName(r.OldPath)...)
 		b = append(b, " -> "...)
 	}
-	b = append(b, quoteName(string(f.path))...)
+	b = appendQuotedName(b, f.path)
 	return append(b, '\n')
 }
 

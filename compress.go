@@ -182,7 +182,7 @@ func (f *compressFormat) record(b []byte, r *tasks.Result) []byte {
 		b = append(b, out...)
 		return append(b, 0)
 	}
-	b = append(b, quoteName(string(out))...)
+	b = appendQuotedName(b, out)
 	return append(b, '\n')
 }
 

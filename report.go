@@ -213,6 +213,18 @@ func roundDuration(d time.Duration) time.Duration {
 // quoteName makes a path safe for a diagnostic line: names with control
 // characters, invalid UTF-8 or invisible format characters are Go-quoted
 // ("a\nb", "\xff"), so a name cannot forge or hide output. Plain names print as is.
+// appendQuotedName appends quoteName(name) without converting plain ASCII
+// names (nearly all of them) to a string first: metadata tasks print a line per
+// changed entry.
+func appendQuotedName(b, name []byte) []byte {
+	for _, c := range name {
+		if c < 0x20 || c > 0x7e || c == '"' {
+			return append(b, quoteName(string(name))...)
+		}
+	}
+	return append(b, name...)
+}
+
 func quoteName(s string) string {
 	for _, r := range s {
 		if r == utf8.RuneError || !strconv.IsPrint(r) || r == '"' {
@@ -485,7 +497,7 @@ func (f *metaFormat) record(b []byte, r *tasks.Result) []byte {
 		b = append(b, f.path...)
 		return append(b, 0)
 	}
-	b = append(b, quoteName(string(f.path))...)
+	b = appendQuotedName(b, f.path)
 	return append(b, '\n')
 }
 

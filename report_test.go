@@ -135,11 +135,28 @@ func TestQuoteName(t *testing.T) {
 		{"\xff", `"\xff"`},
 		{"rtl\u202etxt", `"rtl\u202etxt"`},
 		{"esc\x1b[31m", `"esc\x1b[31m"`},
+		{`say "hi"`, `"say \"hi\""`},
+		{"del\x7f", `"del\x7f"`},
 	} {
 		if got := quoteName(tc.in); got != tc.want {
 			t.Errorf("quoteName(%q) = %s, want %s", tc.in, got, tc.want)
 		}
+		if got := string(appendQuotedName([]byte("x "), []byte(tc.in))); got != "x "+tc.want {
+			t.Errorf("appendQuotedName(%q) = %s, want x %s", tc.in, got, tc.want)
+		}
 	}
+}
+
+// FuzzAppendQuotedName: the ASCII fast path gives what quoteName gives.
+func FuzzAppendQuotedName(f *testing.F) {
+	for _, s := range []string{"plain", "a\"b", "\x7f", "é", "a\nb", "~ !"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := string(appendQuotedName(nil, []byte(s))), quoteName(s); got != want {
+			t.Errorf("appendQuotedName(%q) = %q, quoteName = %q", s, got, want)
+		}
+	})
 }
 
 func TestReorderArgs(t *testing.T) {
