@@ -117,42 +117,40 @@ func manifestSource(names []string, stdin io.Reader, opt manifest.Options) func(
 			item := func(me manifest.Entry, err error) *tasks.CheckItem {
 				return &tasks.CheckItem{Manifest: name, Index: i, Entry: me, Err: err}
 			}
-			var r io.Reader = stdin
-			if name != "-" {
-				f, err := os.Open(name)
-				if err != nil {
-					if !add(walker.NamedEntry(name, &tasks.CheckItem{Manifest: name, Index: i, Open: unwrapPathError(err)})) {
-						return ctx.Err()
+			// Each manifest is closed once read: thousands may be named.
+			ok := func() bool {
+				var r io.Reader = stdin
+				if name != "-" {
+					f, err := os.Open(name)
+					if err != nil {
+						return add(walker.NamedEntry(name, &tasks.CheckItem{Manifest: name, Index: i, Open: unwrapPathError(err)}))
 					}
-					continue
+					defer f.Close()
+					r = f
 				}
-				defer f.Close()
-				r = f
-			}
-			mr := manifest.NewReader(r, opt)
-			for {
-				me, err := mr.Next()
-				if err == io.EOF {
-					break
+				mr := manifest.NewReader(r, opt)
+				for {
+					me, err := mr.Next()
+					if err == io.EOF {
+						return true
+					}
+					var le *manifest.LineError
+					switch {
+					case errors.As(err, &le):
+						if !add(walker.NamedEntry("", item(manifest.Entry{Line: le.Line}, le))) {
+							return false
+						}
+					case err != nil:
+						return add(walker.NamedEntry(name, &tasks.CheckItem{Manifest: name, Index: i, Open: unwrapPathError(err)}))
+					default:
+						if !add(walker.NamedEntry(me.Name, item(me, nil))) {
+							return false
+						}
+					}
 				}
-				var le *manifest.LineError
-				switch {
-				case errors.As(err, &le):
-					if !add(walker.NamedEntry("", item(manifest.Entry{Line: le.Line}, le))) {
-						return ctx.Err()
-					}
-					continue
-				case err != nil:
-					if !add(walker.NamedEntry(name, &tasks.CheckItem{Manifest: name, Index: i, Open: unwrapPathError(err)})) {
-						return ctx.Err()
-					}
-				default:
-					if !add(walker.NamedEntry(me.Name, item(me, nil))) {
-						return ctx.Err()
-					}
-					continue
-				}
-				break
+			}()
+			if !ok {
+				return ctx.Err()
 			}
 		}
 		if !send() {

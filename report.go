@@ -210,9 +210,6 @@ func roundDuration(d time.Duration) time.Duration {
 	return d.Round(time.Microsecond)
 }
 
-// quoteName makes a path safe for a diagnostic line: names with control
-// characters, invalid UTF-8 or invisible format characters are Go-quoted
-// ("a\nb", "\xff"), so a name cannot forge or hide output. Plain names print as is.
 // appendQuotedName appends quoteName(name) without converting plain ASCII
 // names (nearly all of them) to a string first: metadata tasks print a line per
 // changed entry.
@@ -225,6 +222,9 @@ func appendQuotedName(b, name []byte) []byte {
 	return append(b, name...)
 }
 
+// quoteName makes a path safe for a diagnostic line: names with control
+// characters, invalid UTF-8 or invisible format characters are Go-quoted
+// ("a\nb", "\xff"), so a name cannot forge or hide output. Plain names print as is.
 func quoteName(s string) string {
 	for _, r := range s {
 		if r == utf8.RuneError || !strconv.IsPrint(r) || r == '"' {

@@ -505,9 +505,15 @@ func (w *compressWorker) transform(ctx context.Context, in, out int, format stri
 			// whole run to 150 MiB RSS. 256 KiB keeps it under 64 MiB with
 			// the same speed and 0.8% smaller output on the log corpus
 			// (bench/compress.sh).
+			// Higher levels (-l 7 and up) keep the 2 MiB window: they are
+			// asked for ratio, and may use more memory.
+			window := 256 << 10
+			if zstdLevel(w.t.opt.Level) > zstd.SpeedDefault {
+				window = 2 << 20
+			}
 			w.bzw, err = zstd.NewWriter(dst, zstd.WithEncoderLevel(zstdLevel(w.t.opt.Level)),
 				zstd.WithEncoderConcurrency(w.t.opt.Cores), zstd.WithConcurrentBlocks(true),
-				zstd.WithWindowSize(256<<10), zstd.WithLowerEncoderMem(true))
+				zstd.WithWindowSize(window), zstd.WithLowerEncoderMem(true))
 		} else {
 			w.bzw.Reset(dst)
 		}

@@ -163,6 +163,7 @@ func dirHandleBudget() int {
 type emitter struct {
 	w     *walk
 	batch []Entry
+	limit int // the size asked for this batch (a recycled one may be larger)
 	refd  int // entries of batch whose references are taken
 }
 
@@ -170,7 +171,8 @@ func (w *walk) newEmitter() *emitter { return &emitter{w: w} }
 
 func (em *emitter) add(e Entry) {
 	if em.batch == nil {
-		em.batch = newBatch(max(em.w.opt.BatchSize(), 1))
+		em.limit = max(em.w.opt.BatchSize(), 1)
+		em.batch = newBatch(em.limit)
 	}
 	// References are taken once per run of entries sharing a root and a
 	// directory (see DoneAll); a run ends when either changes, and before the
@@ -182,7 +184,7 @@ func (em *emitter) add(e Entry) {
 		}
 	}
 	em.batch = append(em.batch, e)
-	if len(em.batch) == cap(em.batch) {
+	if len(em.batch) >= em.limit {
 		em.flush()
 	}
 }

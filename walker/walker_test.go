@@ -3,6 +3,7 @@ package walker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"iter"
 	"os"
 	"path/filepath"
@@ -401,5 +402,38 @@ func TestWalkCancelReturns(t *testing.T) {
 	out := make(chan []Entry) // nobody reads: Walk must not block on it
 	if err := Walk(ctx, paths(root, root), Options{MaxDepth: -1}, out); !errors.Is(err, context.Canceled) {
 		t.Errorf("Walk after cancel: %v, want context.Canceled", err)
+	}
+}
+
+// TestBatchSizeAfterRecycle: a recycled batch larger than the size asked for
+// must not make batches larger (the engine asks for 1 when files are costly,
+// to spread them over the workers).
+func TestBatchSizeAfterRecycle(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 20 {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%02d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 8 {
+		Recycle(make([]Entry, 0, 256))
+	}
+	out := make(chan []Entry, 64)
+	opt := Options{MaxDepth: -1, Readers: 1, BatchSize: func() int { return 1 }}
+	if err := Walk(context.Background(), paths(dir), opt, out); err != nil {
+		t.Fatal(err)
+	}
+	close(out)
+	n := 0
+	for b := range out {
+		if len(b) != 1 {
+			t.Errorf("batch of %d entries, asked for 1", len(b))
+		}
+		n += len(b)
+		DoneAll(b)
+		Recycle(b)
+	}
+	if n != 20 {
+		t.Errorf("%d entries, want 20", n)
 	}
 }
