@@ -70,7 +70,7 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 	if err := applyProcess(cmd, o, stderr); err != nil {
 		return err
 	}
-	readers, dirHandles, err := fitFDs(cmd, o, task, stderr)
+	readers, dirHandles, maxRoots, err := fitFDs(cmd, o, task, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "pbatch: %s\n", err)
 		return exitError{exitFailed}
@@ -102,6 +102,7 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		Sorted:        o.keepOrder,
 		Readers:       readers,
 		DirHandles:    dirHandles,
+		MaxRoots:      maxRoots,
 		Filter:        filter,
 		BatchSize:     batchSize,
 		Dirs:          o.dirs || sel.types&(1<<walker.Dir) != 0,

@@ -60,12 +60,12 @@ func openFDs(limit int) int {
 // first, then the directory handles kept for entries in flight with what is
 // left. With too few descriptors for -w N it uses fewer workers and says so;
 // with too few for one worker it is an error. It returns the readers and the
-// walker's DirHandles (0: the walker's default).
-func fitFDs(cmd string, o *engineOpts, task tasks.Task, stderr io.Writer) (readers, dirHandles int, err error) {
+// walker's DirHandles (0: the walker's default) and MaxRoots.
+func fitFDs(cmd string, o *engineOpts, task tasks.Task, stderr io.Writer) (readers, dirHandles, roots int, err error) {
 	readers = min(max(o.workers, 2), 8)
 	limit := fdLimit()
 	if limit == 0 {
-		return readers, 0, nil
+		return readers, 0, 0, nil
 	}
 	per := 1
 	if u, ok := task.(tasks.FDUser); ok {
@@ -77,7 +77,7 @@ func fitFDs(cmd string, o *engineOpts, task tasks.Task, stderr io.Writer) (reade
 		readers = 1
 		w := (avail - need(0, readers)) / per
 		if w < 1 {
-			return 0, 0, fmt.Errorf("open file limit (ulimit -n) is %d: too low for pbatch %s, which needs about %d; raise it",
+			return 0, 0, 0, fmt.Errorf("open file limit (ulimit -n) is %d: too low for pbatch %s, which needs about %d; raise it",
 				limit, cmd, limit-avail+need(1, 1))
 		}
 		if w < o.workers {
@@ -87,11 +87,14 @@ func fitFDs(cmd string, o *engineOpts, task tasks.Task, stderr io.Writer) (reade
 			o.workers = w
 		}
 	}
-	// Half of what is left, so that descriptors other code opens (a command's
-	// pipes, a progress terminal) still find room.
-	left := (avail - need(o.workers, readers)) / 2
-	if left < 1 {
-		return readers, -1, nil
+	// Of what is left, a quarter for directory handles and a quarter for
+	// directory PATHs open at once (two descriptors each where os.Root stands
+	// in for openat2; one is in the reserve), the rest for descriptors other
+	// code opens (a command's pipes, a progress terminal).
+	left := (avail - need(o.workers, readers)) / 4
+	dirHandles = min(left, walker.MaxDirHandles)
+	if dirHandles < 1 {
+		dirHandles = -1
 	}
-	return readers, min(left, walker.MaxDirHandles), nil
+	return readers, dirHandles, max(left/2, 1), nil
 }

@@ -8,6 +8,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/md5"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -18,6 +19,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -881,9 +883,25 @@ func TestLowFileLimit(t *testing.T) {
 			}
 		}
 	}
+	// Every directory as a PATH on stdin: many roots open at once unless bounded.
+	var dirList strings.Builder
+	if err := filepath.WalkDir(tree, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirList.WriteString(p + "\n")
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 	run := func(limit int, args ...string) (stdout, stderr string, code int) {
 		t.Helper()
-		cmd := exec.Command("sh", append([]string{"-c", `ulimit -n "$0" && exec "$@"`, fmt.Sprint(limit), bin}, args...)...)
+		// A run that waits on descriptors forever must fail, not hang the test.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "sh", append([]string{"-c", `ulimit -n "$0" && exec "$@"`, fmt.Sprint(limit), bin}, args...)...)
+		if args[len(args)-1] == "-" {
+			cmd.Stdin = strings.NewReader(dirList.String())
+		}
 		var o, e strings.Builder
 		cmd.Stdout, cmd.Stderr = &o, &e
 		err := cmd.Run()
@@ -899,6 +917,7 @@ func TestLowFileLimit(t *testing.T) {
 		for _, args := range [][]string{
 			{"hash", "-w", "8", tree}, // not -q: the summary and the warning
 			{"hash", "-q", "-k", "-w", "4", tree},
+			{"hash", "-q", "-w", "4", "-"},
 			{"exec", "-q", "-w", "4", tree, "--", "true"},
 		} {
 			out, errOut, code := run(limit, args...)

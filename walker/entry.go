@@ -60,6 +60,7 @@ type Root struct {
 	os   *os.Root
 	dev  uint64
 	refs atomic.Int64
+	sem  chan struct{} // a slot of the walk's root bound, freed with fd (nil: none)
 }
 
 // Fd returns the directory descriptor entries are opened beneath, or -1.
@@ -76,6 +77,9 @@ func (r *Root) releaseN(n int64) {
 		}
 		unix.Close(r.fd)
 		r.fd = -1
+		if r.sem != nil {
+			<-r.sem
+		}
 	}
 }
 
@@ -380,10 +384,12 @@ func retryEINTR(f func() (int, error)) (int, error) {
 	return RetryOpen(f)
 }
 
-// RetryOpen runs an open call again on EINTR, and on EMFILE/ENFILE for up to two
-// seconds: pbatch fits its descriptors into the limit (see fitFDs in package
-// main), so running out is a moment when others are in flight (a command's
-// pipes, a descriptor being closed), not a reason to fail a file.
+// RetryOpen runs an open call again on EINTR, and on EMFILE/ENFILE for up to a
+// quarter of a second: pbatch fits its descriptors into the limit (see fitFDs
+// in package main), so running out is a moment when others are in flight (a
+// command's pipes, a descriptor being closed), not a reason to fail a file.
+// Longer, it is a real shortage, and each file waiting for it would slow the
+// run to a crawl: the open fails.
 func RetryOpen(f func() (int, error)) (int, error) {
 	wait, waited := 100*time.Microsecond, time.Duration(0)
 	for {
@@ -391,10 +397,10 @@ func RetryOpen(f func() (int, error)) (int, error) {
 		switch {
 		case err == unix.EINTR:
 			continue
-		case (err == unix.EMFILE || err == unix.ENFILE) && waited < 2*time.Second:
+		case (err == unix.EMFILE || err == unix.ENFILE) && waited < 250*time.Millisecond:
 			time.Sleep(wait)
 			waited += wait
-			wait = min(2*wait, 50*time.Millisecond)
+			wait = min(2*wait, 25*time.Millisecond)
 			continue
 		}
 		return fd, err

@@ -43,6 +43,10 @@ type Options struct {
 	// (opening an entry then needs no path lookup from the root): 0 picks from
 	// the descriptor limit, negative keeps none.
 	DirHandles int
+	// MaxRoots bounds the directory PATHs open at once (each stays open while
+	// entries below it are in flight; paths read from stdin can be many); 0
+	// means no bound.
+	MaxRoots int
 }
 
 func (o *Options) setDefaults() {
@@ -73,6 +77,9 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 		handles = dirHandleBudget()
 	}
 	w := &walk{ctx: ctx, opt: opt, out: out, visited: make(map[devIno]struct{}), dirSem: make(chan struct{}, max(handles, 0))}
+	if opt.MaxRoots > 0 {
+		w.rootSem = make(chan struct{}, opt.MaxRoots)
+	}
 	w.cond.L = &w.mu
 	stop := context.AfterFunc(ctx, func() {
 		w.mu.Lock()
@@ -141,7 +148,8 @@ type walk struct {
 	visitMu sync.Mutex
 	visited map[devIno]struct{} // every directory read, so each is read once
 
-	dirSem chan struct{} // bounds the directory descriptors kept for entries in flight
+	dirSem  chan struct{} // bounds the directory descriptors kept for entries in flight
+	rootSem chan struct{} // bounds the directory roots open at once (nil: no bound)
 }
 
 // MaxDirHandles bounds the directories kept open for their entries; past it,
@@ -273,6 +281,21 @@ func (w *walk) feed(path string, em *emitter) {
 		em.add(e)
 		return
 	}
+	if w.rootSem != nil {
+		// The entries this emitter holds may be what keeps other roots open.
+		em.flush()
+		select {
+		case w.rootSem <- struct{}{}:
+		case <-w.ctx.Done():
+			return
+		}
+	}
+	fail := func(err error) {
+		if w.rootSem != nil {
+			<-w.rootSem
+		}
+		em.add(Entry{Root: &Root{Path: path, fd: -1}, Type: Dir, Err: err})
+	}
 	fd, err := retryEINTR(func() (int, error) {
 		return unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	})
@@ -283,14 +306,14 @@ func (w *walk) feed(path string, em *emitter) {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		em.add(Entry{Root: &Root{Path: path, fd: -1}, Type: Dir, Err: err})
+		fail(err)
 		return
 	}
-	root := &Root{Path: path, fd: fd, dev: st.Dev}
+	root := &Root{Path: path, fd: fd, dev: st.Dev, sem: w.rootSem}
 	if noOpenat2.Load() {
 		if root.os, err = os.OpenRoot(procFd(fd)); err != nil {
 			unix.Close(fd)
-			em.add(Entry{Root: &Root{Path: path, fd: -1}, Type: Dir, Err: err})
+			fail(err)
 			return
 		}
 	}
