@@ -956,4 +956,20 @@ func TestLowFileLimit(t *testing.T) {
 	if !sawOK || !sawFewer {
 		t.Errorf("no limit gave a run (%v) or a run with fewer workers (%v): the limits tested no longer span the range", sawOK, sawFewer)
 	}
+
+	// -k reads directories depth-first: a tree deeper than the limit must not
+	// hold a descriptor per level.
+	deep := filepath.Join(dir, "deep", strings.Repeat("d/", 40))
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(deep, "f"), []byte("f"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int{16, 24} {
+		out, errOut, code := run(limit, "hash", "-q", "-k", filepath.Join(dir, "deep"))
+		if code != 0 || strings.Count(out, "\n") != 1 || errOut != "" {
+			t.Errorf("ulimit -n %d; pbatch hash -k DEEP: exit %d, %d lines, stderr:\n%s", limit, code, strings.Count(out, "\n"), errOut)
+		}
+	}
 }

@@ -436,7 +436,11 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 			defer dh.release()
 			defer em.takeRefs()
 		default:
-			defer unix.Close(fd)
+			defer func() {
+				if fd >= 0 {
+					unix.Close(fd)
+				}
+			}()
 		}
 	}
 	var st unix.Stat_t
@@ -509,13 +513,44 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 			}
 			return 0
 		})
+		// Every child is looked at (lstat for selections, -L) while this
+		// directory is open; then, unless it is kept as a handle, it is closed
+		// before the children are emitted and descended into, in order, so
+		// that a deep tree holds no more descriptors than the handle budget.
+		type step struct {
+			e    Entry
+			emit bool
+			sub  dirJob
+			dir  bool
+		}
+		steps := make([]step, 0, len(sorted))
 		for _, c := range sorted {
 			if w.ctx.Err() != nil {
+				break
+			}
+			var st step
+			st.e, st.emit, st.sub, st.dir = w.classify(job, fd, dh, c)
+			steps = append(steps, st)
+		}
+		if dh == nil && job.rel != "" {
+			unix.Close(fd)
+			fd = -1
+		}
+		for i, st := range steps {
+			if w.ctx.Err() != nil {
+				for _, rest := range steps[i:] {
+					if rest.dir && rest.sub.parent != nil {
+						rest.sub.parent.release() // taken by classify for the read that will not happen
+					}
+				}
 				return
 			}
-			if sub, ok := w.child(job, fd, dh, c, em); ok {
+			if st.emit {
+				em.add(st.e)
+			}
+			if st.dir {
 				job.root.acquire()
-				w.readDir(sub, em, scratch)
+				w.readDir(st.sub, em, scratch)
 				job.root.release()
 			}
 		}
@@ -530,18 +565,27 @@ type child struct {
 
 // child emits one listed name, or returns the directory job to read for it.
 func (w *walk) child(job dirJob, dirfd int, dh *dirHandle, c child, em *emitter) (dirJob, bool) {
+	e, emit, sub, dir := w.classify(job, dirfd, dh, c)
+	if emit {
+		em.add(e)
+	}
+	return sub, dir
+}
+
+// classify returns the entry to emit for one listed name (emit), or the
+// directory job to read for it (dir).
+func (w *walk) classify(job dirJob, dirfd int, dh *dirHandle, c child) (e Entry, emit bool, sub dirJob, dir bool) {
 	rel := c.name
 	if job.rel != "" {
 		rel = job.rel + "/" + c.name
 	}
-	e := Entry{Root: job.root, Rel: rel, Depth: job.depth + 1, dir: dh}
+	e = Entry{Root: job.root, Rel: rel, Depth: job.depth + 1, dir: dh}
 	if c.err != nil {
 		e.Err = unwrapPathErr(c.err)
 		if errors.Is(e.Err, unix.ENOENT) {
 			e.Err = ErrVanished
 		}
-		em.add(e)
-		return dirJob{}, false
+		return e, true, dirJob{}, false
 	}
 	e.Type = typeOfFileMode(c.mode)
 	if e.Type == Symlink && w.opt.Follow {
@@ -558,18 +602,17 @@ func (w *walk) child(job dirJob, dirfd int, dh *dirHandle, c child, em *emitter)
 	}
 	if e.Type == Dir {
 		if w.opt.Filter.Excluded(rel) {
-			return dirJob{}, false
+			return e, false, dirJob{}, false
 		}
 		if dh != nil {
 			dh.refs.Add(1) // released by readDir of the subdirectory once opened
 		}
-		return dirJob{root: job.root, rel: rel, depth: e.Depth, parent: dh}, true
+		return e, false, dirJob{root: job.root, rel: rel, depth: e.Depth, parent: dh}, true
 	}
 	if !w.opt.Filter.Selected(rel) || !w.selected(&e, dirfd, c.name) {
-		return dirJob{}, false
+		return e, false, dirJob{}, false
 	}
-	em.add(e)
-	return dirJob{}, false
+	return e, true, dirJob{}, false
 }
 
 // selected applies the type, shard and stat selections to a listed entry.
