@@ -185,7 +185,6 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 				if bw, ok := w.(tasks.BatchWorker); ok {
 					bw.RunBatch(ctx, j.entries, res)
 					releaseAll(j.entries)
-					walker.Recycle(j.entries)
 					for i := range res {
 						countFailure(&res[i])
 					}
@@ -203,7 +202,6 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 					countFailure(&res[i])
 				}
 				releaseAll(j.entries)
-				walker.Recycle(j.entries)
 				if len(res) == 0 {
 					return done{j.seq, res}
 				}
@@ -332,7 +330,13 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 	return nil
 }
 
-func releaseAll(b []walker.Entry) { walker.DoneAll(b) }
+// releaseAll ends a batch: its entries' references are dropped and the slice
+// goes back to the walker for reuse, so no entry of b may be used afterwards
+// (results hold copies).
+func releaseAll(b []walker.Entry) {
+	walker.DoneAll(b)
+	walker.Recycle(b)
+}
 
 // Result batches are recycled once the collector is done with them: they were
 // the largest source of garbage (a Result is ~270 bytes), and on small files

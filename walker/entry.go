@@ -233,7 +233,7 @@ func (e *Entry) Open(follow bool) (int, error) {
 	if e.Root.fd < 0 {
 		// A non-directory PATH argument is opened as named: the user chose it,
 		// as with find -H.
-		return retryEINTR(func() (int, error) { return unix.Open(e.Root.Path, flags, 0) })
+		return RetryOpen(func() (int, error) { return unix.Open(e.Root.Path, flags, 0) })
 	}
 	fd, name := e.base()
 	return openBeneath(e.Root, fd, name, flags, follow)
@@ -250,7 +250,7 @@ func (e *Entry) OpenPath(followRoot bool) (int, error) {
 		if !followRoot {
 			f |= unix.O_NOFOLLOW
 		}
-		return retryEINTR(func() (int, error) { return unix.Open(e.Root.Path, f, 0) })
+		return RetryOpen(func() (int, error) { return unix.Open(e.Root.Path, f, 0) })
 	}
 	fd, name := e.base()
 	if name == "" {
@@ -296,7 +296,7 @@ func (e *Entry) OpenParent() (int, string, error) {
 		if dir == "" {
 			dir = "."
 		}
-		fd, err := retryEINTR(func() (int, error) { return unix.Open(dir, flags, 0) })
+		fd, err := RetryOpen(func() (int, error) { return unix.Open(dir, flags, 0) })
 		return fd, name, err
 	}
 	if e.Rel == "" {
@@ -304,7 +304,7 @@ func (e *Entry) OpenParent() (int, string, error) {
 	}
 	name := e.Rel[strings.LastIndexByte(e.Rel, '/')+1:]
 	if e.dir != nil {
-		fd, err := retryEINTR(func() (int, error) { return unix.Openat(e.dir.fd, ".", flags, 0) })
+		fd, err := RetryOpen(func() (int, error) { return unix.Openat(e.dir.fd, ".", flags, 0) })
 		return fd, name, err
 	}
 	parent := "."
@@ -378,10 +378,6 @@ func openBeneath(r *Root, dirfd int, rel string, flags int, follow bool) (int, e
 	}
 	defer f.Close()
 	return RetryOpen(func() (int, error) { return unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0) })
-}
-
-func retryEINTR(f func() (int, error)) (int, error) {
-	return RetryOpen(f)
 }
 
 // RetryOpen runs an open call again on EINTR, and on EMFILE/ENFILE for up to a

@@ -296,7 +296,7 @@ func (w *walk) feed(path string, em *emitter) {
 		}
 		em.add(Entry{Root: &Root{Path: path, fd: -1}, Type: Dir, Err: err})
 	}
-	fd, err := retryEINTR(func() (int, error) {
+	fd, err := RetryOpen(func() (int, error) {
 		return unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	})
 	if err == nil {
