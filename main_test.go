@@ -957,6 +957,25 @@ func TestLowFileLimit(t *testing.T) {
 		t.Errorf("no limit gave a run (%v) or a run with fewer workers (%v): the limits tested no longer span the range", sawOK, sawFewer)
 	}
 
+	// check reads its manifests one after the other: each is closed once read,
+	// so more manifests than descriptors is fine.
+	var manifests []string
+	for d := range dirs {
+		name := filepath.Join(dir, fmt.Sprintf("m%02d.sha256", d))
+		f := filepath.Join(tree, fmt.Sprintf("d%02d", d), "deeper", "f00")
+		sum := sha256.Sum256([]byte(f))
+		if err := os.WriteFile(name, fmt.Appendf(nil, "%x  %s\n", sum, f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		manifests = append(manifests, name)
+	}
+	for _, limit := range []int{16, 24} {
+		out, errOut, code := run(limit, append([]string{"check", "-w", "2"}, manifests...)...)
+		if code != 0 || strings.Count(out, ": OK\n") != dirs || errOut != "" {
+			t.Errorf("ulimit -n %d; pbatch check %d manifests: exit %d, %d OK lines, stderr:\n%s", limit, dirs, code, strings.Count(out, ": OK\n"), errOut)
+		}
+	}
+
 	// -k reads directories depth-first: a tree deeper than the limit must not
 	// hold a descriptor per level.
 	deep := filepath.Join(dir, "deep", strings.Repeat("d/", 40))
