@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/klauspost/compress/zstd"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -2004,4 +2005,35 @@ func TestCompressInjectedErrors(t *testing.T) {
 		}
 		czNoTemps(t, dir)
 	})
+}
+
+// TestCompressLargeZstdWindow: a file large enough for the multi-core zstd
+// encoder gets a 256 KiB window up to level 6, which keeps peak memory under
+// 64 MiB, and 2 MiB from level 7 (asked for ratio); both decode with the real
+// zstd to the input.
+func TestCompressLargeZstdWindow(t *testing.T) {
+	czNeed(t, "zstd")
+	dir := fastTempDir(t)
+	in := czText(7, 64<<20+123) // bigFile: the multi-core path
+	p := filepath.Join(dir, "big.log")
+	czWrite(t, p, in, 0o644)
+	for _, c := range []struct {
+		level  int
+		window uint64
+	}{{3, 256 << 10}, {7, 2 << 20}} {
+		czMust(t, 0, dir, "compress", "-q", "-w", "2", "--format", "zstd", "-l", strconv.Itoa(c.level), "big.log")
+		out := czRead(t, p+".zst")
+		var h zstd.Header
+		if err := h.Decode(out); err != nil {
+			t.Fatalf("-l %d: frame header: %v", c.level, err)
+		}
+		if h.WindowSize != c.window {
+			t.Errorf("-l %d: window %d, want %d", c.level, h.WindowSize, c.window)
+		}
+		czTest(t, "zstd", p+".zst")
+		if !bytes.Equal(czDecode(t, "zstd", p+".zst"), in) {
+			t.Errorf("-l %d: zstd -dc does not give the input back", c.level)
+		}
+		os.Remove(p + ".zst")
+	}
 }
