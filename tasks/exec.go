@@ -66,13 +66,19 @@ func (t *Exec) FDsPerWorker() int { return 8 }
 
 func (t *Exec) NewWorker() Worker {
 	if t.opt.Batch {
-		return execBatch{t}
+		return &execBatch{Exec: t}
 	}
 	return t
 }
 
-// execBatch is the -X worker: it takes whole batches (see BatchWorker).
-type execBatch struct{ *Exec }
+// execBatch is the -X worker: it takes whole batches (see BatchWorker). Its
+// slices are reused from one invocation to the next: with a few thousand
+// paths each, building them afresh was most of exec -X's garbage.
+type execBatch struct {
+	*Exec
+	paths, args []string
+	idx         []int
+}
 
 // expand replaces the placeholders in arg for one path; quote shell-quotes the
 // values (--shell).
@@ -117,9 +123,8 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// command builds the argv for one invocation over paths.
-func (t *Exec) command(paths []string) []string {
-	var argv []string
+// command appends the argv for one invocation over paths to argv.
+func (t *Exec) command(argv, paths []string) []string {
 	if t.places {
 		for _, a := range t.argv {
 			if !strings.Contains(a, "{") {
@@ -152,35 +157,36 @@ func (t *Exec) Run(ctx context.Context, e *walker.Entry, r *Result) {
 	if fromWalk(e, r) {
 		return
 	}
-	t.run(ctx, []string{e.Path()}, r)
+	t.run(ctx, t.command(nil, []string{e.Path()}), r)
 }
 
 // RunBatch runs the command over many entries at once (-X), in as few
 // invocations as the argument size limit allows.
-func (t execBatch) RunBatch(ctx context.Context, es []walker.Entry, rs []Result) {
-	var paths []string
-	var idx []int
+func (t *execBatch) RunBatch(ctx context.Context, es []walker.Entry, rs []Result) {
 	size := 0
 	flush := func() {
-		if len(paths) == 0 {
+		if len(t.paths) == 0 {
 			return
 		}
 		var r Result
-		t.run(ctx, paths, &r)
+		t.args = t.command(t.args[:0], t.paths)
+		t.run(ctx, t.args, &r)
 		// Every file of the invocation shares its outcome; the output is
 		// reported once, with the first.
-		for k, i := range idx {
+		for k, i := range t.idx {
 			rs[i].Status, rs[i].Err, rs[i].Exit = r.Status, r.Err, r.Exit
 			if k == 0 {
 				rs[i].Stdout, rs[i].Stderr = r.Stdout, r.Stderr
 			}
 		}
-		paths, idx, size = paths[:0], idx[:0], 0
+		clear(t.args) // the paths are garbage once the command has run
+		t.paths, t.idx, size = t.paths[:0], t.idx[:0], 0
 	}
 	base := 0
 	for _, a := range t.argv {
 		base += len(a) + 1 + 8
 	}
+	perPath := max(1, t.placeholderArgs())
 	for i := range es {
 		rs[i].Entry = es[i]
 		if fromWalk(&es[i], &rs[i]) {
@@ -188,15 +194,16 @@ func (t execBatch) RunBatch(ctx context.Context, es []walker.Entry, rs []Result)
 		}
 		p := es[i].Path()
 		// The kernel counts each argument's bytes, its NUL and its pointer.
-		n := (len(p) + 1 + 8) * max(1, t.placeholderArgs())
-		if len(paths) > 0 && base+size+n > t.opt.ArgMax {
+		n := (len(p) + 1 + 8) * perPath
+		if len(t.paths) > 0 && base+size+n > t.opt.ArgMax {
 			flush()
 		}
-		paths = append(paths, p)
-		idx = append(idx, i)
+		t.paths = append(t.paths, p)
+		t.idx = append(t.idx, i)
 		size += n
 	}
 	flush()
+	clear(t.paths[:cap(t.paths)])
 }
 
 func (t *Exec) placeholderArgs() int {
@@ -209,14 +216,15 @@ func (t *Exec) placeholderArgs() int {
 	return n
 }
 
-func (t *Exec) run(ctx context.Context, paths []string, r *Result) {
-	argv := t.command(paths)
+// run runs argv, which stays the caller's.
+func (t *Exec) run(ctx context.Context, argv []string, r *Result) {
 	if t.opt.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t.opt.Timeout)
 		defer cancel()
 	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd := exec.CommandContext(ctx, argv[0])
+	cmd.Args = argv // not copied, as CommandContext's variadic arguments would be
 	// Its own process group, so a timeout or an interrupt kills what it started
 	// too, not just the shell.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
