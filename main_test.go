@@ -111,6 +111,7 @@ func TestScripts(t *testing.T) {
 //	[nobody]   root, with setpriv, so asnobody can drop to uid 65534
 //	[checkz]   sha256sum -c accepts -z (coreutils 9.2 and later)
 //	[mount]    a tmpfs can be mounted here
+//	[unshare]  root, with unshare, so a script can run without /proc
 func scriptCondition(cond string) (bool, error) {
 	switch cond {
 	case "root":
@@ -125,6 +126,8 @@ func scriptCondition(cond string) (bool, error) {
 		return checkZSupported(), nil
 	case "mount":
 		return canMount(), nil
+	case "unshare":
+		return canUnshare(), nil
 	}
 	return false, fmt.Errorf("unknown condition %q", cond)
 }
@@ -155,6 +158,13 @@ var canMount = sync.OnceValue(func() bool {
 	}
 	unix.Unmount(dir, 0)
 	return true
+})
+
+var canUnshare = sync.OnceValue(func() bool {
+	if os.Geteuid() != 0 {
+		return false
+	}
+	return exec.Command("unshare", "-m", "--propagation", "private", "true").Run() == nil
 })
 
 // unquoteArg lets scripts spell bytes a txtar file cannot hold well: an argument

@@ -1,7 +1,8 @@
 // Package walker turns root paths into a stream of entries: every file, symlink,
 // special file (and optionally directory) below the roots, each tied to the root it
 // was found under so that it can be opened beneath that root without following
-// symlinks. It is the only importer of godirwalk.
+// symlinks. Directories are read with getdents64 on descriptors opened beneath
+// the root (see dirents.go).
 package walker
 
 import (

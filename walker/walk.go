@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/karrick/godirwalk"
 	"golang.org/x/sys/unix"
 )
 
@@ -465,43 +464,36 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 	if !read {
 		return // at the depth limit, or a mount point under -x (find -xdev)
 	}
-	// godirwalk reads by path; /proc/self/fd/N names the directory we opened
-	// safely, so a directory swapped for a symlink meanwhile is never listed.
-	var sc *godirwalk.Scanner
-	_, err := RetryOpen(func() (int, error) {
-		var err error
-		sc, err = godirwalk.NewScannerWithScratchBuffer(procFd(fd), scratch)
-		if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.EINTR) {
-			return -1, unwrapPathErr(err)
-		}
-		return 0, err
-	})
-	if err != nil {
-		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: unwrapPathErr(err)})
-		return
-	}
 	var sorted []child
-	for sc.Scan() {
+	var nb []byte
+	err := readDirents(fd, scratch, func(name []byte, dt uint8) bool {
 		if w.ctx.Err() != nil {
-			sc.Close()
-			return
+			return false
 		}
-		var mt os.FileMode
-		de, err := sc.Dirent()
-		if err == nil {
-			mt = de.ModeType()
+		var c child
+		if job.rel != "" {
+			nb = append(append(append(nb[:0], job.rel...), '/'), name...)
+			c.rel = string(nb)
+			c.name = c.rel[len(job.rel)+1:]
+		} else {
+			c.name = string(name)
+			c.rel = c.name
 		}
-		c := child{name: sc.Name(), mode: mt, err: err}
+		c.mode, c.err = direntMode(fd, c.name, dt)
 		if w.opt.Sorted {
 			sorted = append(sorted, c)
-			continue
+			return true
 		}
 		if sub, ok := w.child(job, fd, dh, c, em); ok {
 			w.push(sub)
 		}
+		return true
+	})
+	if w.ctx.Err() != nil {
+		return
 	}
-	if err := sc.Err(); err != nil {
-		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: unwrapPathErr(err)})
+	if err != nil {
+		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: err})
 	}
 	if w.opt.Sorted {
 		slices.SortFunc(sorted, func(a, b child) int {
@@ -559,6 +551,7 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 
 type child struct {
 	name string
+	rel  string
 	mode os.FileMode
 	err  error
 }
@@ -575,10 +568,7 @@ func (w *walk) child(job dirJob, dirfd int, dh *dirHandle, c child, em *emitter)
 // classify returns the entry to emit for one listed name (emit), or the
 // directory job to read for it (dir).
 func (w *walk) classify(job dirJob, dirfd int, dh *dirHandle, c child) (e Entry, emit bool, sub dirJob, dir bool) {
-	rel := c.name
-	if job.rel != "" {
-		rel = job.rel + "/" + c.name
-	}
+	rel := c.rel
 	e = Entry{Root: job.root, Rel: rel, Depth: job.depth + 1, dir: dh}
 	if c.err != nil {
 		e.Err = unwrapPathErr(c.err)
