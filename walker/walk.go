@@ -610,8 +610,13 @@ func (w *walk) selected(e *Entry, dirfd int, name string) bool {
 	if w.opt.Types != 0 && w.opt.Types&(1<<e.Type) == 0 && e.Err == nil {
 		return false
 	}
-	if w.opt.Keep != nil && e.Err == nil && !w.opt.Keep(e) {
-		return false
+	if w.opt.Keep != nil && e.Err == nil {
+		// A copy: handing e itself to a func value moved every entry the walk
+		// classifies to the heap, sharded or not (one allocation per name).
+		ek := *e
+		if !w.opt.Keep(&ek) {
+			return false
+		}
 	}
 	if w.opt.Stat != nil && e.Err == nil {
 		var st unix.Stat_t
