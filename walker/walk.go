@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -236,7 +237,14 @@ func newBatch(n int) []Entry {
 	if p, _ := batches.Get().(*[]Entry); p != nil && cap(*p) >= n {
 		return (*p)[:0]
 	}
-	return make([]Entry, 0, n)
+	b := make([]Entry, n)
+	// Written page by page before anything reads it, as main's result batches
+	// are (see newResults there): no zero-page mapping, no TLB flush later.
+	step := max(1, os.Getpagesize()/int(unsafe.Sizeof(Entry{})))
+	for i := 0; i < n; i += step {
+		b[i].Depth = 0
+	}
+	return b[:0]
 }
 
 // Recycle gives a batch back for reuse once nothing refers to its entries any
