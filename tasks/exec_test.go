@@ -1,0 +1,101 @@
+package tasks
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"pbatch/walker"
+)
+
+// TestExecBatchSplitsByArgMax runs -X batches under several argument limits
+// and checks, from what the command itself received, that every path reached
+// exactly one invocation unchanged and in order (a path that starts the next
+// invocation is carried over whole), that no invocation with more than one
+// path exceeds the limit, and that each file gets its invocation's status.
+func TestExecBatchSplitsByArgMax(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "log")
+	names := []string{"a", "with space", "new\nline", "-dash", "quote'\"", strings.Repeat("long", 40), "é", "z"}
+	var es []walker.Entry
+	var want []string
+	for i := range 40 {
+		p := filepath.Join(dir, names[i%len(names)]+strings.Repeat("x", i))
+		es = append(es, walker.NamedEntry(p, nil))
+		want = append(want, p)
+	}
+	// Each invocation appends its paths, NUL-terminated, then a lone NUL.
+	script := `for a; do printf '%s\0' "$a"; done >> "$LOG"; printf '\0' >> "$LOG"; case "$1" in *quote*) exit 3;; esac`
+	argv := []string{"sh", "-c", script, "sh"}
+	base := 0
+	for _, a := range argv {
+		base += len(a) + 1 + 8
+	}
+	tests := []struct {
+		name      string
+		argMax    int
+		minCalls  int
+		maxCalls  int
+		fitsLimit bool
+	}{
+		{"one path each", 1, 40, 40, false},
+		{"a few paths each", base + 600, 4, 39, true},
+		{"all in one", 1 << 20, 1, 1, true},
+	}
+	t.Setenv("LOG", log)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			os.Remove(log)
+			x, err := NewExec(argv, ExecOptions{Batch: true, ArgMax: tc.argMax})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := x.NewWorker().(BatchWorker)
+			rs := make([]Result, len(es))
+			w.RunBatch(context.Background(), es, rs)
+			data, err := os.ReadFile(log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			calls := bytes.Split(bytes.TrimSuffix(data, []byte{0, 0}), []byte{0, 0})
+			for _, c := range calls {
+				var size int
+				for p := range bytes.SplitSeq(c, []byte{0}) {
+					got = append(got, string(p))
+					size += len(p) + 1 + 8
+				}
+				if n := bytes.Count(c, []byte{0}) + 1; tc.fitsLimit && n > 1 && base+size > tc.argMax {
+					t.Errorf("an invocation of %d paths took %d bytes, over %d", n, base+size, tc.argMax)
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("paths received:\n%q\nwant:\n%q", got, want)
+			}
+			if len(calls) < tc.minCalls || len(calls) > tc.maxCalls {
+				t.Errorf("%d invocations, want %d to %d", len(calls), tc.minCalls, tc.maxCalls)
+			}
+			// Files given to an invocation whose first path holds a quote fail
+			// with its status; the others succeed.
+			k := 0
+			for _, c := range calls {
+				n := bytes.Count(c, []byte{0}) + 1
+				first := string(bytes.SplitN(c, []byte{0}, 2)[0])
+				wantExit := 0
+				if strings.Contains(first, "quote") {
+					wantExit = 3
+				}
+				for i := k; i < k+n; i++ {
+					if rs[i].Exit != wantExit || (wantExit != 0) != rs[i].Status.IsFailure() || rs[i].Entry.Root.Path != want[i] {
+						t.Errorf("%q: exit %d, status %v; want exit %d", want[i], rs[i].Exit, rs[i].Status, wantExit)
+					}
+				}
+				k += n
+			}
+		})
+	}
+}
