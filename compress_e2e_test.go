@@ -1909,7 +1909,7 @@ func TestCompressSyscallOrder(t *testing.T) {
 			steps := []struct{ what, re string }{
 				{"fchown of the temp file", `^fchown\(` + fd + `, `},
 				{"fchmod 0640", `^fchmod\(` + fd + `, 0640\) = 0$`},
-				{"times set through /proc/self/fd", `^utimensat\(AT_FDCWD, "/proc/self/fd/` + fd + `", `},
+				{"times set on the descriptor", `^utimensat\(` + fd + `, NULL, `},
 				{"fsync of the temp file", `^fsync\(` + fd + `\) = 0$`},
 				{"close of the temp file", `^close\(` + fd + `\) = 0$`},
 				{"the rename", map[bool]string{

@@ -622,8 +622,7 @@ func copyMetadata(in, out int, st *unix.Stat_t) error {
 	if err := copyXattrs(in, out); err != nil {
 		return err
 	}
-	ts := []unix.Timespec{st.Atim, st.Mtim}
-	return unix.UtimesNanoAt(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(out), ts, 0)
+	return futimens(out, &[2]unix.Timespec{st.Atim, st.Mtim})
 }
 
 func copyXattrs(in, out int) error {

@@ -4,6 +4,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -53,14 +55,41 @@ func openMeta(e *walker.Entry, r *Result, followRoot bool) (fd int, st unix.Stat
 	return fd, st, true
 }
 
+var noFchmodat2 atomic.Bool
+
 // chmodFd changes the mode of the inode fd (an O_PATH descriptor) refers to.
-// fchmod refuses O_PATH descriptors; /proc/self/fd/N names exactly that inode.
+// fchmod refuses O_PATH descriptors; fchmodat2 (Linux 6.6) takes one with
+// AT_EMPTY_PATH, and before it /proc/self/fd/N names exactly that inode.
 func chmodFd(fd int, mode uint32) error {
 	for {
-		err := unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), mode, 0)
+		var err error = unix.EOPNOTSUPP
+		if !noFchmodat2.Load() {
+			err = unix.Fchmodat(fd, "", mode, unix.AT_EMPTY_PATH)
+		}
+		if err == unix.EOPNOTSUPP || err == unix.ENOSYS || err == unix.EINVAL {
+			// x/sys answers EOPNOTSUPP for a kernel without fchmodat2.
+			noFchmodat2.Store(true)
+			err = unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), mode, 0)
+		}
 		if err != unix.EINTR {
 			return err
 		}
+	}
+}
+
+// futimens sets the access and modification times of the file open as fd, to
+// the nanosecond. x/sys has no futimens (its Futimes goes through /proc and
+// microseconds): this is glibc's, utimensat with a NULL path.
+func futimens(fd int, ts *[2]unix.Timespec) error {
+	for {
+		_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(ts)), 0, 0, 0)
+		switch e {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
+		}
+		return e
 	}
 }
 
