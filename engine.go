@@ -361,6 +361,9 @@ func newResults(n int) []tasks.Result {
 	for i := 0; i < n; i += step {
 		rs[i].SumLen = 0
 	}
+	if n > 0 {
+		rs[n-1].SumLen = 0 // the last page, which the step may have passed over
+	}
 	return rs
 }
 

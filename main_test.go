@@ -32,6 +32,7 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/rogpeppe/go-internal/testscript"
 	"golang.org/x/sys/unix"
@@ -112,6 +113,7 @@ func TestScripts(t *testing.T) {
 //	[checkz]   sha256sum -c accepts -z (coreutils 9.2 and later)
 //	[mount]    a tmpfs can be mounted here
 //	[unshare]  root, with unshare, so a script can run without /proc
+//	[fchmodat2] the kernel has fchmodat2 (Linux 6.6): chmod needs no /proc
 func scriptCondition(cond string) (bool, error) {
 	switch cond {
 	case "root":
@@ -128,6 +130,8 @@ func scriptCondition(cond string) (bool, error) {
 		return canMount(), nil
 	case "unshare":
 		return canUnshare(), nil
+	case "fchmodat2":
+		return hasFchmodat2(), nil
 	}
 	return false, fmt.Errorf("unknown condition %q", cond)
 }
@@ -165,6 +169,17 @@ var canUnshare = sync.OnceValue(func() bool {
 		return false
 	}
 	return exec.Command("unshare", "-m", "--propagation", "private", "true").Run() == nil
+})
+
+var hasFchmodat2 = sync.OnceValue(func() bool {
+	f, err := os.CreateTemp("", "pbatch-fchmodat2-")
+	if err != nil {
+		return false
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	_, _, e := unix.Syscall6(unix.SYS_FCHMODAT2, f.Fd(), uintptr(unsafe.Pointer(&[1]byte{})), 0o600, unix.AT_EMPTY_PATH, 0, 0)
+	return e == 0
 })
 
 // unquoteArg lets scripts spell bytes a txtar file cannot hold well: an argument

@@ -139,12 +139,13 @@ func (t *Chmod) fast(e *walker.Entry, r *Result) bool {
 	if t.opt.DryRun {
 		return true
 	}
-	err := unix.Fchmodat(dirfd, name, mode, unix.AT_SYMLINK_NOFOLLOW)
+	err := fchmodat2(dirfd, name, mode, unix.AT_SYMLINK_NOFOLLOW)
 	switch {
 	case err == nil:
-	case err == unix.ENOSYS || err == unix.EOPNOTSUPP:
-		// No fchmodat2 (before Linux 6.6), or the name became a symlink: the
-		// descriptor path decides, now and for the rest of the run if need be.
+	case err == unix.ENOSYS || err == unix.EOPNOTSUPP || err == unix.EPERM:
+		// No fchmodat2 (before Linux 6.6, or unknown to a seccomp filter:
+		// EPERM), or the name became a symlink: the descriptor path decides,
+		// now and for the rest of the run if need be.
 		if err == unix.ENOSYS {
 			t.noFast.Store(true)
 		}

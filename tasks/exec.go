@@ -50,11 +50,7 @@ func NewExec(argv []string, opt ExecOptions) (*Exec, error) {
 	}
 	t := &Exec{argv: argv, opt: opt}
 	for _, a := range argv {
-		for _, p := range placeholders {
-			if strings.Contains(a, p) {
-				t.places = true
-			}
-		}
+		t.places = t.places || hasPlaceholder(a)
 	}
 	return t, nil
 }
@@ -129,7 +125,7 @@ func shellQuote(s string) string {
 func (t *Exec) command(argv, paths []string) []string {
 	if t.places {
 		for _, a := range t.argv {
-			if !strings.Contains(a, "{") {
+			if !hasPlaceholder(a) {
 				argv = append(argv, a)
 				continue
 			}
@@ -196,11 +192,7 @@ func (t *execBatch) RunBatch(ctx context.Context, es []walker.Entry, rs []Result
 		t.buf = t.buf[:copy(t.buf, t.buf[cut:])]
 		t.paths, t.idx, t.ends, size = t.paths[:0], t.idx[:0], t.ends[:0], 0
 	}
-	base := 0
-	for _, a := range t.argv {
-		base += len(a) + 1 + 8
-	}
-	perPath := max(1, t.placeholderArgs())
+	base, limit := t.fixedCost()
 	for i := range es {
 		rs[i].Entry = es[i]
 		if fromWalk(&es[i], &rs[i]) {
@@ -208,9 +200,8 @@ func (t *execBatch) RunBatch(ctx context.Context, es []walker.Entry, rs []Result
 		}
 		start := len(t.buf)
 		t.buf = es[i].AppendPath(t.buf)
-		// The kernel counts each argument's bytes, its NUL and its pointer.
-		n := (len(t.buf) - start + 1 + 8) * perPath
-		if len(t.ends) > 0 && base+size+n > t.opt.ArgMax {
+		n := t.cost(t.buf[start:])
+		if len(t.ends) > 0 && base+size+n > limit {
 			flush(start)
 		}
 		t.ends = append(t.ends, len(t.buf))
@@ -220,14 +211,63 @@ func (t *execBatch) RunBatch(ctx context.Context, es []walker.Entry, rs []Result
 	flush(len(t.buf))
 }
 
-func (t *Exec) placeholderArgs() int {
+// maxArgStrlen is the kernel's limit on any one argument (MAX_ARG_STRLEN,
+// 32 pages), whatever the stack allows in all: --shell passes the whole
+// command line, paths included, as one argument.
+const maxArgStrlen = 32 * 4096
+
+// fixedCost returns the argument bytes an invocation takes before any path
+// and the most it may take: the kernel counts each argument's bytes, its NUL
+// and its pointer; with --shell what counts is the one sh -c string.
+func (t *Exec) fixedCost() (base, limit int) {
+	if t.opt.Shell {
+		base = len("sh") + len("-c") + 2*(1+8) + 1 + 8
+		for _, a := range t.argv {
+			if !hasPlaceholder(a) {
+				base += len(a) + 1
+			}
+		}
+		return base, min(t.opt.ArgMax, maxArgStrlen)
+	}
+	for _, a := range t.argv {
+		if !t.places || !hasPlaceholder(a) {
+			base += len(a) + 1 + 8
+		}
+	}
+	return base, t.opt.ArgMax
+}
+
+// cost returns what one path adds to an invocation, counted as fixedCost
+// does: the path itself (quoted, with --shell), or every argument holding a
+// placeholder expanded for it, prefix and suffix included.
+func (t *Exec) cost(p []byte) int {
+	per := 1 + 8 // NUL and pointer of a separate argument
+	if t.opt.Shell {
+		per = 1 // the space that joins it to the command line
+	}
+	if !t.places {
+		n := len(p)
+		if t.opt.Shell {
+			n += 2 + 3*bytes.Count(p, []byte{'\''}) // shellQuote
+		}
+		return n + per
+	}
 	n := 0
 	for _, a := range t.argv {
-		if strings.Contains(a, "{") {
-			n++
+		if hasPlaceholder(a) {
+			n += len(expand(a, string(p), t.opt.Shell)) + per
 		}
 	}
 	return n
+}
+
+func hasPlaceholder(a string) bool {
+	for _, p := range placeholders {
+		if strings.Contains(a, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // run runs argv, which stays the caller's.

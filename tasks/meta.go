@@ -55,22 +55,56 @@ func openMeta(e *walker.Entry, r *Result, followRoot bool) (fd int, st unix.Stat
 	return fd, st, true
 }
 
+// noFchmodat2 is set once the kernel answered ENOSYS: before Linux 6.6.
 var noFchmodat2 atomic.Bool
+
+// fchmodat2 is the system call itself: x/sys's Fchmodat turns its ENOSYS into
+// EOPNOTSUPP, which a filesystem may also answer, so a missing system call
+// could not be told from a refusal.
+func fchmodat2(dirfd int, path string, mode uint32, flags int) error {
+	p, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return err
+	}
+	for {
+		_, _, e := unix.Syscall6(unix.SYS_FCHMODAT2, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(mode), uintptr(flags), 0, 0)
+		switch e {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
+		}
+		return e
+	}
+}
 
 // chmodFd changes the mode of the inode fd (an O_PATH descriptor) refers to.
 // fchmod refuses O_PATH descriptors; fchmodat2 (Linux 6.6) takes one with
 // AT_EMPTY_PATH, and before it /proc/self/fd/N names exactly that inode.
 func chmodFd(fd int, mode uint32) error {
+	if noFchmodat2.Load() {
+		return chmodProc(fd, mode)
+	}
+	err := fchmodat2(fd, "", mode, unix.AT_EMPTY_PATH)
+	switch err {
+	case nil:
+		return nil
+	case unix.ENOSYS:
+		noFchmodat2.Store(true)
+		return chmodProc(fd, mode)
+	case unix.EOPNOTSUPP, unix.EINVAL, unix.EPERM:
+		// A filesystem that refuses it, or a seccomp filter that does not
+		// know the system call (EPERM): /proc, if mounted, may still do it.
+		if perr := chmodProc(fd, mode); perr != unix.ENOENT {
+			return perr
+		}
+	}
+	return err
+}
+
+func chmodProc(fd int, mode uint32) error {
 	for {
-		var err error = unix.EOPNOTSUPP
-		if !noFchmodat2.Load() {
-			err = unix.Fchmodat(fd, "", mode, unix.AT_EMPTY_PATH)
-		}
-		if err == unix.EOPNOTSUPP || err == unix.ENOSYS || err == unix.EINVAL {
-			// x/sys answers EOPNOTSUPP for a kernel without fchmodat2.
-			noFchmodat2.Store(true)
-			err = unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), mode, 0)
-		}
+		err := unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), mode, 0)
 		if err != unix.EINTR {
 			return err
 		}

@@ -244,6 +244,9 @@ func newBatch(n int) []Entry {
 	for i := 0; i < n; i += step {
 		b[i].Depth = 0
 	}
+	if n > 0 {
+		b[n-1].Depth = 0 // the last page, which the step may have passed over
+	}
 	return b[:0]
 }
 
