@@ -71,10 +71,14 @@ func TestParseDirents(t *testing.T) {
 			binary.NativeEndian.PutUint16(b[16:], 8)
 			return b
 		}(), 0, nil, false, unix.EIO},
-		{"name without NUL", func() []byte {
-			b := encodeDirents([]dirent{{3, unix.DT_REG, "abcd"}})
-			return b[:direntHeader+4] // record cut right after the name
-		}(), 0, nil, false, unix.EIO},
+		{"name filling its record, without NUL", func() []byte {
+			b := make([]byte, direntHeader+5)
+			binary.NativeEndian.PutUint64(b, 3)
+			binary.NativeEndian.PutUint16(b[16:], uint16(len(b)))
+			b[18] = unix.DT_REG
+			copy(b[direntHeader:], "abcde")
+			return append(b, encodeDirents([]dirent{{4, unix.DT_DIR, "next"}})...)
+		}(), 0, []string{"abcde:8", "next:4"}, true, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
