@@ -31,7 +31,7 @@ type Options struct {
 	Types uint8
 	// Stat, when set, is asked with each non-directory entry's lstat (and, with
 	// Dirs, each directory's) and drops the entry when it returns false: age and
-	// size selection. It costs one fstatat per entry.
+	// size selection. It costs one fstatat per entry. It must not keep st.
 	Stat func(st *unix.Stat_t) bool
 	// Keep, when set, drops a non-directory entry when it returns false
 	// (sharding by path).
@@ -173,6 +173,9 @@ type emitter struct {
 	batch []Entry
 	limit int // the size asked for this batch (a recycled one may be larger)
 	refd  int // entries of batch whose references are taken
+	// st is the lstat handed to Options.Stat: one per goroutine, since a
+	// local passed to a func value would be one allocation per entry.
+	st unix.Stat_t
 }
 
 func (w *walk) newEmitter() *emitter { return &emitter{w: w} }
@@ -532,7 +535,7 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 				break
 			}
 			var st step
-			st.e, st.emit, st.sub, st.dir = w.classify(job, fd, dh, c)
+			st.e, st.emit, st.sub, st.dir = w.classify(job, fd, dh, c, em)
 			steps = append(steps, st)
 		}
 		if dh == nil && job.rel != "" {
@@ -569,7 +572,7 @@ type child struct {
 
 // child emits one listed name, or returns the directory job to read for it.
 func (w *walk) child(job dirJob, dirfd int, dh *dirHandle, c child, em *emitter) (dirJob, bool) {
-	e, emit, sub, dir := w.classify(job, dirfd, dh, c)
+	e, emit, sub, dir := w.classify(job, dirfd, dh, c, em)
 	if emit {
 		em.add(e)
 	}
@@ -578,7 +581,7 @@ func (w *walk) child(job dirJob, dirfd int, dh *dirHandle, c child, em *emitter)
 
 // classify returns the entry to emit for one listed name (emit), or the
 // directory job to read for it (dir).
-func (w *walk) classify(job dirJob, dirfd int, dh *dirHandle, c child) (e Entry, emit bool, sub dirJob, dir bool) {
+func (w *walk) classify(job dirJob, dirfd int, dh *dirHandle, c child, em *emitter) (e Entry, emit bool, sub dirJob, dir bool) {
 	rel := c.rel
 	e = Entry{Root: job.root, Rel: rel, Depth: job.depth + 1, dir: dh}
 	if c.err != nil {
@@ -610,14 +613,14 @@ func (w *walk) classify(job dirJob, dirfd int, dh *dirHandle, c child) (e Entry,
 		}
 		return e, false, dirJob{root: job.root, rel: rel, depth: e.Depth, parent: dh}, true
 	}
-	if !w.opt.Filter.Selected(rel) || !w.selected(&e, dirfd, c.name) {
+	if !w.opt.Filter.Selected(rel) || !w.selected(&e, dirfd, c.name, &em.st) {
 		return e, false, dirJob{}, false
 	}
 	return e, true, dirJob{}, false
 }
 
 // selected applies the type, shard and stat selections to a listed entry.
-func (w *walk) selected(e *Entry, dirfd int, name string) bool {
+func (w *walk) selected(e *Entry, dirfd int, name string, st *unix.Stat_t) bool {
 	if w.opt.Types != 0 && w.opt.Types&(1<<e.Type) == 0 && e.Err == nil {
 		return false
 	}
@@ -630,12 +633,11 @@ func (w *walk) selected(e *Entry, dirfd int, name string) bool {
 		}
 	}
 	if w.opt.Stat != nil && e.Err == nil {
-		var st unix.Stat_t
 		flags := unix.AT_SYMLINK_NOFOLLOW
 		if w.opt.Follow {
 			flags = 0
 		}
-		if err := unix.Fstatat(dirfd, name, &st, flags); err != nil {
+		if err := unix.Fstatat(dirfd, name, st, flags); err != nil {
 			if err == unix.ENOENT {
 				e.Err = ErrVanished
 			} else {
@@ -643,7 +645,7 @@ func (w *walk) selected(e *Entry, dirfd int, name string) bool {
 			}
 			return true // reported, not silently dropped
 		}
-		return w.opt.Stat(&st)
+		return w.opt.Stat(st)
 	}
 	return true
 }
