@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os/exec"
 	"path"
 	"strconv"
@@ -51,6 +52,22 @@ func NewExec(argv []string, opt ExecOptions) (*Exec, error) {
 	t := &Exec{argv: argv, opt: opt}
 	for _, a := range argv {
 		t.places = t.places || hasPlaceholder(a)
+	}
+	// A command that cannot run would fail every file with the same message:
+	// say it once, before the walk (as xargs does). A command that is itself
+	// a placeholder ({} runs each file) is looked up per file.
+	if !opt.Shell && !hasPlaceholder(argv[0]) {
+		if _, err := exec.LookPath(argv[0]); err != nil {
+			var ee *exec.Error
+			var pe *fs.PathError
+			if errors.As(err, &ee) {
+				err = ee.Err
+			}
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return nil, fmt.Errorf("%s: %w", argv[0], err)
+		}
 	}
 	return t, nil
 }
