@@ -3,7 +3,6 @@ package walker
 import (
 	"bytes"
 	"encoding/binary"
-	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -71,25 +70,13 @@ func parseDirents(b []byte, yield func(name []byte, dt uint8) bool) (more bool, 
 	return true, nil
 }
 
-// direntMode turns a d_type into a mode type. Filesystems that do not fill
-// d_type (DT_UNKNOWN: some FUSE and network filesystems, old XFS) are asked
+// direntType turns a d_type into the entry's type: a d_type is the file type
+// bits of st_mode shifted down by 12 (glibc's DTTOIF). Filesystems that do not
+// fill it (DT_UNKNOWN: some FUSE and network filesystems, old XFS) are asked
 // with an lstat.
-func direntMode(dirfd int, name string, dt uint8) (os.FileMode, error) {
-	switch dt {
-	case unix.DT_REG:
-		return 0, nil
-	case unix.DT_DIR:
-		return os.ModeDir, nil
-	case unix.DT_LNK:
-		return os.ModeSymlink, nil
-	case unix.DT_FIFO:
-		return os.ModeNamedPipe, nil
-	case unix.DT_SOCK:
-		return os.ModeSocket, nil
-	case unix.DT_CHR:
-		return os.ModeDevice | os.ModeCharDevice, nil
-	case unix.DT_BLK:
-		return os.ModeDevice, nil
+func direntType(dirfd int, name string, dt uint8) (Type, error) {
+	if dt != unix.DT_UNKNOWN {
+		return typeOfMode(uint32(dt) << 12), nil
 	}
 	var st unix.Stat_t
 	for {
@@ -100,23 +87,6 @@ func direntMode(dirfd int, name string, dt uint8) (os.FileMode, error) {
 		if err != nil {
 			return 0, err
 		}
-		break
+		return typeOfMode(st.Mode), nil
 	}
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		return 0, nil
-	case unix.S_IFDIR:
-		return os.ModeDir, nil
-	case unix.S_IFLNK:
-		return os.ModeSymlink, nil
-	case unix.S_IFIFO:
-		return os.ModeNamedPipe, nil
-	case unix.S_IFSOCK:
-		return os.ModeSocket, nil
-	case unix.S_IFCHR:
-		return os.ModeDevice | os.ModeCharDevice, nil
-	case unix.S_IFBLK:
-		return os.ModeDevice, nil
-	}
-	return os.ModeIrregular, nil
 }

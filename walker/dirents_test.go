@@ -192,19 +192,19 @@ func TestDirentMode(t *testing.T) {
 		{"loop", unix.DT_BLK, Other},
 	}
 	for _, tc := range tests {
-		m, err := direntMode(fd, tc.name, tc.dt)
-		if err != nil || typeOfFileMode(m) != tc.want {
-			t.Errorf("%s with d_type %d: %v, %v; want %v", tc.name, tc.dt, typeOfFileMode(m), err, tc.want)
+		typ, err := direntType(fd, tc.name, tc.dt)
+		if err != nil || typ != tc.want {
+			t.Errorf("%s with d_type %d: %v, %v; want %v", tc.name, tc.dt, typ, err, tc.want)
 		}
 		if tc.dt == unix.DT_CHR || tc.dt == unix.DT_BLK {
 			continue // not in the directory: only the d_type is checked
 		}
-		m, err = direntMode(fd, tc.name, unix.DT_UNKNOWN)
-		if err != nil || typeOfFileMode(m) != tc.want {
-			t.Errorf("%s with DT_UNKNOWN: %v, %v; want %v", tc.name, typeOfFileMode(m), err, tc.want)
+		typ, err = direntType(fd, tc.name, unix.DT_UNKNOWN)
+		if err != nil || typ != tc.want {
+			t.Errorf("%s with DT_UNKNOWN: %v, %v; want %v", tc.name, typ, err, tc.want)
 		}
 	}
-	if _, err := direntMode(fd, "missing", unix.DT_UNKNOWN); !errors.Is(err, unix.ENOENT) {
+	if _, err := direntType(fd, "missing", unix.DT_UNKNOWN); !errors.Is(err, unix.ENOENT) {
 		t.Errorf("missing name with DT_UNKNOWN: %v, want ENOENT", err)
 	}
 }

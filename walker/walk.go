@@ -493,7 +493,7 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 			c.name = string(name)
 			c.rel = c.name
 		}
-		c.mode, c.err = direntMode(fd, c.name, dt)
+		c.typ, c.err = direntType(fd, c.name, dt)
 		if w.opt.Sorted {
 			sorted = append(sorted, c)
 			return true
@@ -566,7 +566,7 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 type child struct {
 	name string
 	rel  string
-	mode os.FileMode
+	typ  Type
 	err  error
 }
 
@@ -591,7 +591,7 @@ func (w *walk) classify(job dirJob, dirfd int, dh *dirHandle, c child, em *emitt
 		}
 		return e, true, dirJob{}, false
 	}
-	e.Type = typeOfFileMode(c.mode)
+	e.Type = c.typ
 	if e.Type == Symlink && w.opt.Follow {
 		var st unix.Stat_t
 		err := unix.Fstatat(dirfd, c.name, &st, 0)
@@ -657,18 +657,6 @@ func typeOfMode(m uint32) Type {
 	case unix.S_IFDIR:
 		return Dir
 	case unix.S_IFLNK:
-		return Symlink
-	}
-	return Other
-}
-
-func typeOfFileMode(m os.FileMode) Type {
-	switch {
-	case m.IsRegular():
-		return File
-	case m.IsDir():
-		return Dir
-	case m&os.ModeSymlink != 0:
 		return Symlink
 	}
 	return Other
