@@ -60,21 +60,32 @@ var noFchmodat2 atomic.Bool
 
 // fchmodat2 is the system call itself: x/sys's Fchmodat turns its ENOSYS into
 // EOPNOTSUPP, which a filesystem may also answer, so a missing system call
-// could not be told from a refusal.
-func fchmodat2(dirfd int, path string, mode uint32, flags int) error {
+// could not be told from a refusal. A variable, so that tests can play an old
+// kernel or a seccomp filter.
+var fchmodat2 = func(dirfd int, path string, mode uint32, flags int) error {
 	p, err := unix.BytePtrFromString(path)
 	if err != nil {
 		return err
 	}
-	for {
+	return retryErrno(func() unix.Errno {
 		_, _, e := unix.Syscall6(unix.SYS_FCHMODAT2, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(mode), uintptr(flags), 0, 0)
-		switch e {
+		return e
+	})
+}
+
+// retryErrno makes a raw system call (one x/sys has no wrapper for) again on
+// EINTR. The call converts its pointers to uintptr itself, in the Syscall
+// argument list, as unsafe.Pointer's rules require.
+func retryErrno(call func() unix.Errno) error {
+	for {
+		switch e := call(); e {
 		case 0:
 			return nil
 		case unix.EINTR:
 			continue
+		default:
+			return e
 		}
-		return e
 	}
 }
 
@@ -115,16 +126,10 @@ func chmodProc(fd int, mode uint32) error {
 // the nanosecond. x/sys has no futimens (its Futimes goes through /proc and
 // microseconds): this is glibc's, utimensat with a NULL path.
 func futimens(fd int, ts *[2]unix.Timespec) error {
-	for {
+	return retryErrno(func() unix.Errno {
 		_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(ts)), 0, 0, 0)
-		switch e {
-		case 0:
-			return nil
-		case unix.EINTR:
-			continue
-		}
 		return e
-	}
+	})
 }
 
 func isHardlinked(st *unix.Stat_t) bool {
