@@ -139,23 +139,16 @@ func (t *Chmod) fast(e *walker.Entry, r *Result) bool {
 	if t.opt.DryRun {
 		return true
 	}
-	err := fchmodat2(dirfd, name, mode, unix.AT_SYMLINK_NOFOLLOW)
-	switch {
-	case err == nil:
-	case err == unix.ENOSYS || err == unix.EOPNOTSUPP || err == unix.EPERM:
-		// No fchmodat2 (before Linux 6.6, or unknown to a seccomp filter:
-		// EPERM), or the name became a symlink: the descriptor path decides,
-		// now and for the rest of the run if need be.
+	if err := fchmodat2(dirfd, name, mode, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		// No fchmodat2 (ENOSYS before Linux 6.6; EPERM under a seccomp filter
+		// that does not know it), the name became a symlink (EOPNOTSUPP) or
+		// vanished, or a refusal: the descriptor path decides and reports,
+		// now and, without fchmodat2, for the rest of the run.
 		if err == unix.ENOSYS {
 			t.noFast.Store(true)
 		}
 		r.Modified = false
 		return false
-	case err == unix.ENOENT:
-		r.Modified = false
-		r.Status, r.Err = Vanished, walker.ErrVanished
-	default:
-		r.Status, r.Err = Failed, err
 	}
 	return true
 }

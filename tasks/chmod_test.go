@@ -356,3 +356,60 @@ func TestChownFromAndNoDereference(t *testing.T) {
 		t.Errorf("-h: link %d, target %d; want both 3000 (link itself changed, a changed as a file)", st.Uid, sa.Uid)
 	}
 }
+
+// TestChmodFchmodat2Fallbacks plays a kernel without fchmodat2 (ENOSYS), a
+// filesystem or seccomp filter refusing it (EOPNOTSUPP, EINVAL, EPERM) and a
+// real refusal (EACCES): the first three still change every mode, through
+// /proc/self/fd, and only ENOSYS stops asking fchmodat2 for the rest of the
+// run; a real refusal fails the entries with its error.
+func TestChmodFchmodat2Fallbacks(t *testing.T) {
+	real := fchmodat2
+	defer func() { fchmodat2 = real; noFchmodat2.Store(false) }()
+	tests := []struct {
+		err     unix.Errno
+		changed bool
+		latched bool
+	}{
+		{unix.ENOSYS, true, true},
+		{unix.EOPNOTSUPP, true, false},
+		{unix.EINVAL, true, false},
+		{unix.EPERM, true, false},
+		{unix.EACCES, false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.err.Error(), func(t *testing.T) {
+			noFchmodat2.Store(false)
+			var calls atomic.Int64
+			fchmodat2 = func(int, string, uint32, int) error { calls.Add(1); return tc.err }
+			root := t.TempDir()
+			os.Chmod(root, 0o700)
+			for _, f := range []string{"a", "b", "c"} {
+				os.WriteFile(filepath.Join(root, f), nil, 0o600)
+			}
+			task := &Chmod{files: mustMode(t, "0644"), dirs: mustMode(t, "0755"), umask: 0o022, opt: MetaOptions{AllowHardlinks: true}}
+			res := runMeta(t, task, root)
+			for _, rel := range []string{"", "a", "b", "c"} {
+				want := map[bool]uint32{true: 0o644, false: 0o600}[tc.changed]
+				if rel == "" {
+					want = map[bool]uint32{true: 0o755, false: 0o700}[tc.changed]
+				}
+				if got := mode(t, filepath.Join(root, rel)); got != want {
+					t.Errorf("%q: mode %04o, want %04o", rel, got, want)
+				}
+				r := res[rel]
+				if tc.changed && r.Status != OK || !tc.changed && !errors.Is(r.Err, tc.err) {
+					t.Errorf("%q: status %v, err %v", rel, r.Status, r.Err)
+				}
+			}
+			if noFchmodat2.Load() != tc.latched || task.noFast.Load() != tc.latched {
+				t.Errorf("latched: descriptors %v, fast path %v; want %v", noFchmodat2.Load(), task.noFast.Load(), tc.latched)
+			}
+			// Latched, fchmodat2 is asked twice (the first file's fast path,
+			// then its descriptor); otherwise by each file's fast path and
+			// again on its descriptor, and on the directory's.
+			if want := map[bool]int64{true: 2, false: 7}[tc.latched]; calls.Load() != want {
+				t.Errorf("fchmodat2 asked %d times, want %d", calls.Load(), want)
+			}
+		})
+	}
+}
