@@ -235,47 +235,49 @@ const maxArgStrlen = 32 * 4096
 
 // fixedCost returns the argument bytes an invocation takes before any path
 // and the most it may take: the kernel counts each argument's bytes, its NUL
-// and its pointer; with --shell what counts is the one sh -c string.
+// and its pointer; with --shell what counts is the one sh -c string, into
+// which the arguments are joined with spaces.
 func (t *Exec) fixedCost() (base, limit int) {
+	limit = t.opt.ArgMax
 	if t.opt.Shell {
 		base = len("sh") + len("-c") + 2*(1+8) + 1 + 8
-		for _, a := range t.argv {
-			if !hasPlaceholder(a) {
-				base += len(a) + 1
-			}
-		}
-		return base, min(t.opt.ArgMax, maxArgStrlen)
+		limit = min(limit, maxArgStrlen)
 	}
 	for _, a := range t.argv {
-		if !t.places || !hasPlaceholder(a) {
-			base += len(a) + 1 + 8
+		if !hasPlaceholder(a) {
+			base += len(a) + t.perArg()
 		}
 	}
-	return base, t.opt.ArgMax
+	return base, limit
 }
 
 // cost returns what one path adds to an invocation, counted as fixedCost
 // does: the path itself (quoted, with --shell), or every argument holding a
 // placeholder expanded for it, prefix and suffix included.
 func (t *Exec) cost(p []byte) int {
-	per := 1 + 8 // NUL and pointer of a separate argument
-	if t.opt.Shell {
-		per = 1 // the space that joins it to the command line
-	}
 	if !t.places {
 		n := len(p)
 		if t.opt.Shell {
-			n += 2 + 3*bytes.Count(p, []byte{'\''}) // shellQuote
+			n += 2 + 3*bytes.Count(p, []byte{'\''}) // as shellQuote quotes it
 		}
-		return n + per
+		return n + t.perArg()
 	}
 	n := 0
 	for _, a := range t.argv {
 		if hasPlaceholder(a) {
-			n += len(expand(a, string(p), t.opt.Shell)) + per
+			n += len(expand(a, string(p), t.opt.Shell)) + t.perArg()
 		}
 	}
 	return n
+}
+
+// perArg is what an argument costs besides its bytes: its NUL and pointer,
+// or with --shell the space that joins it to the command line.
+func (t *Exec) perArg() int {
+	if t.opt.Shell {
+		return 1
+	}
+	return 1 + 8
 }
 
 func hasPlaceholder(a string) bool {
