@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"os"
@@ -447,4 +448,37 @@ func FuzzGunzip(f *testing.F) {
 			t.Fatalf("gunzip %q: %v, library accepts it (%q)", data, err, want)
 		}
 	})
+}
+
+// TestSniff: the first bytes that may start each format, and what a file
+// that cannot is called.
+func TestSniff(t *testing.T) {
+	for _, c := range []struct {
+		format, data, want string
+	}{
+		{"gzip", "\x1f\x8b", ""},
+		{"gzip", "\x1f\x8b\x08\x00", ""},
+		{"gzip", "", "empty file, not in gzip format"},
+		{"gzip", "\x1f", "truncated gzip data (unexpected end of file)"},
+		{"gzip", "\x1f\x9d\x90", "not in gzip format"}, // compress(1), which gzip -d also reads
+		{"gzip", "\x8b\x1f", "not in gzip format"},
+		{"zstd", "\x28\xb5\x2f\xfd", ""},
+		{"zstd", "\x50\x2a\x4d\x18", ""},
+		{"zstd", "\x5f\x2a\x4d\x18", ""},
+		{"zstd", "\x4f\x2a\x4d\x18", "not in zstd format"},
+		{"zstd", "\x60\x2a\x4d\x18", "not in zstd format"},
+		{"zstd", "\x28\xb5\x2f", "truncated zstd data (unexpected end of file)"},
+		{"zstd", "\x28", "truncated zstd data (unexpected end of file)"},
+		{"zstd", "\x5a\x2a", "truncated zstd data (unexpected end of file)"},
+		{"zstd", "\x5a\x2b", "not in zstd format"},
+		{"zstd", "\x27\xb5\x2f\xfd", "zstd legacy format (before zstd 0.8), not supported"},
+		{"zstd", "\x22\xb5\x2f\xfd", "zstd legacy format (before zstd 0.8), not supported"},
+		{"zstd", "\x21\xb5\x2f\xfd", "not in zstd format"},
+		{"zstd", "", "empty file, not in zstd format"},
+	} {
+		err := sniffBytes([]byte(c.data), c.format)
+		if got := fmt.Sprint(err); c.want == "" && err != nil || c.want != "" && got != c.want {
+			t.Errorf("%s %q: got %v, want %q", c.format, c.data, err, c.want)
+		}
+	}
 }
