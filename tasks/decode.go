@@ -350,14 +350,11 @@ func noEOF(err error) error {
 // faults in the words gzip -t and zstd -t use where they fit; interruption
 // and I/O errors as they are.
 func decodeErr(err error, format string) error {
-	if errors.Is(err, context.Canceled) {
-		return err
-	}
-	if _, ok := errors.AsType[unix.Errno](err); ok {
+	if isIOErr(err) {
 		return err
 	}
 	switch {
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, errTruncated):
+	case errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("truncated %s data (%w)", format, errTruncated)
 	case format == "gzip":
 		return err // gunzip's own errors say it all
