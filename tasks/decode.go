@@ -366,6 +366,9 @@ func decodeErr(err error, format string) error {
 		return errZstdTrailing
 	case errors.Is(err, zstd.ErrWindowSizeExceeded), errors.Is(err, zstd.ErrDecoderSizeExceeded):
 		return errZstdWindowTooBig
+	case errors.Is(err, zstd.ErrUnknownDictionary):
+		// Not damage: zstd -D made it, and only that dictionary reads it.
+		return errors.New("zstd frame compressed with a dictionary (zstd -D), not supported")
 	}
 	return fmt.Errorf("corrupt zstd data: %v", err)
 }

@@ -207,6 +207,7 @@ func TestDecompressVerdicts(t *testing.T) {
 		{"zstd/skippable frames only", "zstd", cat(skippable(0, "x"), skippable(1, "")), 0, []byte{}, ""},
 		{"zstd/window of 128 MiB", "zstd", window(0x88), 0, []byte{}, ""},
 		{"zstd/window of 256 MiB", "zstd", window(0x90), 1, nil, "decompress: zstd frame needs a window larger than 128 MiB"},
+		{"zstd/dictionary", "zstd", []byte{0x28, 0xb5, 0x2f, 0xfd, 0x01, 0x48, 0x07, 0x01, 0x00, 0x00}, 1, nil, "decompress: zstd frame compressed with a dictionary (zstd -D), not supported"},
 		{"zstd/trailing garbage", "zstd", cat(zs, []byte("garbage\n")), 1, nil, "decompress: trailing garbage after zstd data"},
 		{"zstd/zero padding", "zstd", cat(zs, zeros), 1, nil, "decompress: trailing garbage after zstd data"},
 		{"zstd/garbage after skippable frame", "zstd", cat(skippable(0, "x"), []byte("garbage\n")), 1, nil, "decompress: trailing garbage after zstd data"},
