@@ -1,7 +1,6 @@
 package tasks
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -111,8 +110,7 @@ type compressWorker struct {
 	// several cores: the other workers are idle when few large files remain.
 	pgzw *pgzip.Writer
 	bzw  *zstd.Encoder
-	gzr  *gzip.Reader
-	zr   *zstd.Decoder
+	dec  decoders
 	hash *xxhash.Digest
 }
 
@@ -236,11 +234,8 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 		}
 	}
 	if t.decompress {
-		var magic [4]byte
-		n, _ := unix.Pread(in, magic[:], 0)
-		if format == "gzip" && (n < 2 || magic[0] != 0x1f || magic[1] != 0x8b) ||
-			format == "zstd" && (n < 4 || !bytes.Equal(magic[:], []byte{0x28, 0xb5, 0x2f, 0xfd})) {
-			r.Status, r.Err = Failed, fmt.Errorf("not in %s format", format)
+		if err := sniff(in, format); err != nil {
+			r.Status, r.Err = Failed, err
 			return
 		}
 	}
@@ -286,7 +281,7 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 	if t.opt.Remove && !t.opt.NoVerify && !t.decompress {
 		// Decode what is on disk and compare with what was read: only then may
 		// the original go. (Decompress verifies as it decodes: CRC and size.)
-		if err := w.verify(tfd, format, sum); err != nil {
+		if err := w.verify(ctx, tfd, format, sum, n); err != nil {
 			r.Status, r.Err = Failed, err
 			return
 		}
@@ -447,30 +442,11 @@ func (w *compressWorker) transform(ctx context.Context, in, out int, format stri
 	dst := &fdWriter{fd: out}
 	var err error
 	if w.t.decompress {
-		var dec io.Reader
-		switch format {
-		case "gzip":
-			if w.gzr == nil {
-				w.gzr = new(gzip.Reader)
+		if _, err := w.dec.decode(src, dst, w.hash, format); err != nil {
+			if err = decodeErr(err, format); !isIOErr(err) {
+				err = fmt.Errorf("decompress: %w", err)
 			}
-			if err = w.gzr.Reset(src); err == nil {
-				w.gzr.Multistream(true)
-				dec = w.gzr
-			}
-		default:
-			if w.zr == nil {
-				w.zr, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
-			}
-			if err == nil {
-				err = w.zr.Reset(src)
-				dec = w.zr
-			}
-		}
-		if err == nil {
-			_, err = io.CopyBuffer(io.MultiWriter(dst, w.hash), dec, w.buf)
-		}
-		if err != nil {
-			return 0, 0, 0, decodeErr(err, format)
+			return 0, 0, 0, err
 		}
 		return w.hash.Sum64(), src.n, dst.n, nil
 	}
@@ -559,44 +535,23 @@ func (w *compressWorker) transform(ctx context.Context, in, out int, format stri
 	return w.hash.Sum64(), src.n, dst.n, nil
 }
 
-func decodeErr(err error, format string) error {
-	if errors.Is(err, context.Canceled) {
-		return err
-	}
-	var en unix.Errno
-	if errors.As(err, &en) {
-		return err
-	}
-	return fmt.Errorf("corrupt %s data: %v", format, err)
-}
-
-// verify decodes the output file from its start and compares with the input's hash.
-func (w *compressWorker) verify(fd int, format string, want uint64) error {
+// verify decodes the output file from its start and compares with the
+// input's hash and size: what is checked is what was written to the file, not
+// what the encoder was given.
+func (w *compressWorker) verify(ctx context.Context, fd int, format string, want uint64, size int64) error {
 	if _, err := unix.Seek(fd, 0, io.SeekStart); err != nil {
-		return err
+		return fmt.Errorf("verify: %w", err)
 	}
-	src := &fdReader{ctx: context.Background(), fd: fd}
+	src := &fdReader{ctx: ctx, fd: fd}
 	h := xxhash.New()
-	var err error
-	switch format {
-	case "gzip":
-		if w.gzr == nil {
-			w.gzr = new(gzip.Reader)
+	n, err := w.dec.decode(src, nil, h, format)
+	if err != nil {
+		if err = decodeErr(err, format); isIOErr(err) {
+			return fmt.Errorf("verify: reading the output: %w", err)
 		}
-		if err = w.gzr.Reset(src); err == nil {
-			_, err = io.CopyBuffer(h, w.gzr, w.buf)
-		}
-	default:
-		if w.zr == nil {
-			w.zr, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
-		}
-		if err == nil {
-			if err = w.zr.Reset(src); err == nil {
-				_, err = io.CopyBuffer(h, w.zr, w.buf)
-			}
-		}
+		return fmt.Errorf("%w (%v)", errVerify, err)
 	}
-	if err != nil || h.Sum64() != want {
+	if n != size || h.Sum64() != want {
 		return errVerify
 	}
 	return nil
