@@ -394,9 +394,12 @@ EXAMPLES:
 			ArgsUsage: "PATH… -- COMMAND [ARG…]",
 			Description: `Runs COMMAND once per file with at most -w running at once. In any ARG, {} is the
 path, {/} its base name, {//} its directory, {.} the path without its last extension,
-{/.} the base name without it; with no placeholder the path is appended. No shell is
-involved unless --shell (then COMMAND and ARGs form one sh -c script and the
-placeholders are replaced by shell-quoted values). Each job's stdout and stderr are
+{/.} the base name without it; with no placeholder the path is appended. A value
+that would begin an argument with '-' is given as ./VALUE. No shell is involved
+unless --shell: then COMMAND and ARGs form one sh -c script, each placeholder
+becomes a quoted reference to a positional parameter holding its value (so a
+name is never shell code), and a placeholder inside single quotes is refused.
+Each job's stdout and stderr are
 captured and written as one block, so output never interleaves; --line-buffer
 streams whole lines instead. A non-zero exit, a death by signal or --timeout marks
 the file failed. -X passes as many paths to one invocation as the argument size

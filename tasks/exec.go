@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"os/exec"
-	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +21,7 @@ import (
 
 // ExecOptions configure the exec task.
 type ExecOptions struct {
-	Shell   bool          // run the command with sh -c; placeholders are shell-quoted
+	Shell   bool          // run the command as a sh -c script; values are its parameters
 	Timeout time.Duration // kill the command (its whole process group) after this
 	Batch   bool          // -X: many paths per invocation, bounded by ArgMax
 	ArgMax  int           // bytes of arguments and environment one invocation may take
@@ -35,11 +34,11 @@ type ExecOptions struct {
 // Exec runs a command for each file (or, with Batch, for many files at once).
 type Exec struct {
 	argv   []string
-	places bool // some argument holds a placeholder
+	tmpl   []argTemplate // argv split into text and placeholders
+	slots  []slot        // the values each path contributes
+	places bool          // some argument holds a placeholder
 	opt    ExecOptions
 }
-
-var placeholders = []string{"{/.}", "{//}", "{/}", "{.}", "{}"}
 
 // NewExec validates the command line.
 func NewExec(argv []string, opt ExecOptions) (*Exec, error) {
@@ -50,8 +49,13 @@ func NewExec(argv []string, opt ExecOptions) (*Exec, error) {
 		opt.ArgMax = 128 << 10
 	}
 	t := &Exec{argv: argv, opt: opt}
-	for _, a := range argv {
-		t.places = t.places || hasPlaceholder(a)
+	var err error
+	t.tmpl, t.slots, err = templates(argv, opt.Shell, opt.Batch)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range t.tmpl {
+		t.places = t.places || a.places
 	}
 	// A command that cannot run would fail every file with the same message:
 	// say it once, before the walk (as xargs does). A command that is itself
@@ -95,74 +99,96 @@ type execBatch struct {
 	ends        []int  // where each path ends in buf
 }
 
-// expand replaces the placeholders in arg for one path; quote shell-quotes the
-// values (--shell).
-func expand(arg, p string, quote bool) string {
-	if !strings.Contains(arg, "{") {
-		return arg
+// expand is argument template a for path p, without a shell.
+func (t *Exec) expand(a *argTemplate, p string) string {
+	if len(a.pieces) == 1 && a.pieces[0].slot >= 0 {
+		return t.slots[a.pieces[0].slot].value(p)
 	}
-	base := path.Base(p)
-	dir := path.Dir(p)
-	noExt := func(s string) string {
-		b := path.Base(s)
-		if i := strings.LastIndexByte(b, '.'); i > 0 {
-			return s[:len(s)-(len(b)-i)]
-		}
-		return s
-	}
-	vals := map[string]string{"{}": p, "{/}": base, "{//}": dir, "{.}": noExt(p), "{/.}": noExt(base)}
 	var b strings.Builder
-	for i := 0; i < len(arg); {
-		matched := false
-		for _, ph := range placeholders {
-			if strings.HasPrefix(arg[i:], ph) {
-				v := vals[ph]
-				if quote {
-					v = shellQuote(v)
-				}
-				b.WriteString(v)
-				i += len(ph)
-				matched = true
-				break
-			}
-		}
-		if !matched {
-			b.WriteByte(arg[i])
-			i++
+	for _, pc := range a.pieces {
+		if pc.slot < 0 {
+			b.WriteString(pc.lit)
+		} else {
+			b.WriteString(t.slots[pc.slot].value(p))
 		}
 	}
 	return b.String()
 }
 
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
+// shellName is the script's $0 in `sh -c SCRIPT pbatch VALUE…`.
+const shellName = "pbatch"
 
-// command appends the argv for one invocation over paths to argv.
+// allArgs is appended to a --shell script without placeholders: the paths
+// are its positional parameters.
+const allArgs = ` "$@"`
+
+// command appends the argv for one invocation over paths to argv. A value
+// that would begin an argument with '-' is given as ./VALUE (see slot).
 func (t *Exec) command(argv, paths []string) []string {
-	if t.places {
-		for _, a := range t.argv {
-			if !hasPlaceholder(a) {
-				argv = append(argv, a)
-				continue
-			}
-			// With several paths (-X), an argument with a placeholder is
-			// repeated once per path, as fd -X does.
-			for _, p := range paths {
-				argv = append(argv, expand(a, p, t.opt.Shell))
-			}
-		}
-	} else {
+	if t.opt.Shell {
+		return t.shellCommand(argv, paths)
+	}
+	if !t.places {
 		argv = append(argv, t.argv...)
 		for _, p := range paths {
-			if t.opt.Shell {
-				p = shellQuote(p)
-			}
-			argv = append(argv, p)
+			argv = append(argv, guardDash(p))
+		}
+		return argv
+	}
+	for k := range t.tmpl {
+		a := &t.tmpl[k]
+		if !a.places {
+			argv = append(argv, t.argv[k])
+			continue
+		}
+		// With several paths (-X), an argument with a placeholder is
+		// repeated once per path, as fd -X does.
+		for _, p := range paths {
+			argv = append(argv, t.expand(a, p))
 		}
 	}
-	if t.opt.Shell {
-		return []string{"sh", "-c", strings.Join(argv, " ")}
+	return argv
+}
+
+// shellCommand builds `sh -c SCRIPT pbatch VALUE…`: the script refers to the
+// values as positional parameters (path i's slot s is parameter
+// 1 + i*len(slots) + s), so that no file name is ever part of the script.
+func (t *Exec) shellCommand(argv, paths []string) []string {
+	var script []byte
+	for k := range t.tmpl {
+		if k > 0 {
+			script = append(script, ' ')
+		}
+		a := &t.tmpl[k]
+		if !a.places {
+			script = append(script, t.argv[k]...)
+			continue
+		}
+		for i := range paths {
+			if i > 0 {
+				script = append(script, ' ')
+			}
+			for _, pc := range a.pieces {
+				if pc.slot < 0 {
+					script = append(script, pc.lit...)
+				} else {
+					script = appendRef(script, 1+i*len(t.slots)+pc.slot, pc.quoted)
+				}
+			}
+		}
+	}
+	if !t.places {
+		script = append(script, allArgs...)
+	}
+	argv = append(argv, "sh", "-c", string(script), shellName)
+	for _, p := range paths {
+		if !t.places {
+			argv = append(argv, guardDash(p))
+			continue
+		}
+		for _, s := range t.slots {
+			argv = append(argv, s.value(p))
+		}
 	}
 	return argv
 }
@@ -178,7 +204,7 @@ func (t *Exec) Run(ctx context.Context, e *walker.Entry, r *Result) {
 // RunBatch runs the command over many entries at once (-X), in as few
 // invocations as the argument size limit allows.
 func (t *execBatch) RunBatch(ctx context.Context, es []walker.Entry, rs []Result) {
-	size := 0
+	size, ssize := 0, 0
 	// flush runs the command over the paths in buf[:cut]; what follows cut
 	// is the start of the next invocation.
 	flush := func(cut int) {
@@ -207,9 +233,9 @@ func (t *execBatch) RunBatch(ctx context.Context, es []walker.Entry, rs []Result
 		clear(t.args) // the paths are garbage once the command has run
 		clear(t.paths)
 		t.buf = t.buf[:copy(t.buf, t.buf[cut:])]
-		t.paths, t.idx, t.ends, size = t.paths[:0], t.idx[:0], t.ends[:0], 0
+		t.paths, t.idx, t.ends, size, ssize = t.paths[:0], t.idx[:0], t.ends[:0], 0, 0
 	}
-	base, limit := t.fixedCost()
+	base, limit, sbase, slimit := t.fixedCost()
 	for i := range es {
 		rs[i].Entry = es[i]
 		if fromWalk(&es[i], &rs[i]) {
@@ -217,76 +243,105 @@ func (t *execBatch) RunBatch(ctx context.Context, es []walker.Entry, rs []Result
 		}
 		start := len(t.buf)
 		t.buf = es[i].AppendPath(t.buf)
-		n := t.cost(t.buf[start:])
-		if len(t.ends) > 0 && base+size+n > limit {
+		// A path carried over to the next invocation keeps the cost it had
+		// at its old place, never less than at its new one.
+		n, sn := t.cost(t.buf[start:], len(t.ends))
+		if len(t.ends) > 0 && (base+size+n > limit || sbase+ssize+sn > slimit) {
 			flush(start)
 		}
 		t.ends = append(t.ends, len(t.buf))
 		t.idx = append(t.idx, i)
 		size += n
+		ssize += sn
 	}
 	flush(len(t.buf))
 }
 
 // maxArgStrlen is the kernel's limit on any one argument (MAX_ARG_STRLEN,
-// 32 pages), whatever the stack allows in all: --shell passes the whole
-// command line, paths included, as one argument.
+// 32 pages), whatever the stack allows in all: the --shell script, which
+// holds a reference per placeholder and path, is one argument.
 const maxArgStrlen = 32 * 4096
 
+// pointer is what the kernel counts for each argument besides its bytes and NUL.
+const pointer = 8
+
 // fixedCost returns the argument bytes an invocation takes before any path
-// and the most it may take: the kernel counts each argument's bytes, its NUL
-// and its pointer; with --shell what counts is the one sh -c string, into
+// and the most it may take (the kernel counts each argument's bytes, its NUL
+// and its pointer), and with --shell the same for the script alone, into
 // which the arguments are joined with spaces.
-func (t *Exec) fixedCost() (base, limit int) {
-	limit = t.opt.ArgMax
+func (t *Exec) fixedCost() (base, limit, sbase, slimit int) {
+	limit, slimit = t.opt.ArgMax, t.opt.ArgMax
 	if t.opt.Shell {
-		base = len("sh") + len("-c") + 2*(1+8) + 1 + 8
-		limit = min(limit, maxArgStrlen)
+		slimit = maxArgStrlen - 1
+		for k, a := range t.argv {
+			if !t.tmpl[k].places {
+				sbase += len(a)
+			}
+			sbase++ // the space after it
+		}
+		if !t.places {
+			sbase += len(allArgs)
+		}
+		base = len("sh") + len("-c") + len(shellName) + 4*(1+pointer) + sbase
+		return base, limit, sbase, slimit
 	}
-	for _, a := range t.argv {
-		if !hasPlaceholder(a) {
-			base += len(a) + t.perArg()
+	for k, a := range t.argv {
+		if !t.tmpl[k].places {
+			base += len(a) + 1 + pointer
 		}
 	}
-	return base, limit
+	return base, limit, 0, slimit
 }
 
 // cost returns what one path adds to an invocation, counted as fixedCost
-// does: the path itself (quoted, with --shell), or every argument holding a
-// placeholder expanded for it, prefix and suffix included.
-func (t *Exec) cost(p []byte) int {
+// does: the path itself, or every argument holding a placeholder expanded for
+// it, prefix and suffix included; with --shell, the references the script
+// gains for the path's place i and the values passed as parameters, and
+// separately what the script gains.
+func (t *Exec) cost(pb []byte, i int) (n, script int) {
 	if !t.places {
-		n := len(p)
-		if t.opt.Shell {
-			n += 2 + 3*bytes.Count(p, []byte{'\''}) // as shellQuote quotes it
+		n = len(pb) + 1 + pointer
+		if len(pb) > 0 && pb[0] == '-' {
+			n += len("./")
 		}
-		return n + t.perArg()
+		return n, 0
 	}
-	n := 0
-	for _, a := range t.argv {
-		if hasPlaceholder(a) {
-			n += len(expand(a, string(p), t.opt.Shell)) + t.perArg()
-		}
-	}
-	return n
-}
-
-// perArg is what an argument costs besides its bytes: its NUL and pointer,
-// or with --shell the space that joins it to the command line.
-func (t *Exec) perArg() int {
+	p := string(pb)
 	if t.opt.Shell {
-		return 1
-	}
-	return 1 + 8
-}
-
-func hasPlaceholder(a string) bool {
-	for _, p := range placeholders {
-		if strings.Contains(a, p) {
-			return true
+		for _, s := range t.slots {
+			n += len(s.value(p)) + 1 + pointer
 		}
+		for k := range t.tmpl {
+			a := &t.tmpl[k]
+			if !a.places {
+				continue
+			}
+			script++ // the space between repetitions
+			for _, pc := range a.pieces {
+				if pc.slot < 0 {
+					script += len(pc.lit)
+				} else {
+					script += refLen(1+i*len(t.slots)+pc.slot, pc.quoted)
+				}
+			}
+		}
+		return n + script, script
 	}
-	return false
+	for k := range t.tmpl {
+		a := &t.tmpl[k]
+		if !a.places {
+			continue
+		}
+		for _, pc := range a.pieces {
+			if pc.slot < 0 {
+				n += len(pc.lit)
+			} else {
+				n += len(t.slots[pc.slot].value(p))
+			}
+		}
+		n += 1 + pointer
+	}
+	return n, 0
 }
 
 // run runs argv, which stays the caller's.

@@ -99,3 +99,50 @@ func TestExecBatchSplitsByArgMax(t *testing.T) {
 		})
 	}
 }
+
+// TestShellCommand pins how --shell turns placeholders into parameter
+// references by context, and which contexts it refuses.
+func TestShellCommand(t *testing.T) {
+	tests := []struct {
+		argv    []string
+		batch   bool
+		script  string
+		values  []string
+		wantErr string
+	}{
+		{argv: []string{"echo {}"}, script: `echo "${1}"`, values: []string{"./-a;b"}},
+		{argv: []string{`echo "x {/} y" {/}`}, script: `echo "x ${1} y" "${2}"`, values: []string{"-a;b", "./-a;b"}},
+		{argv: []string{"echo", "{}.bak", "pre{}"}, script: `echo "${1}".bak pre"${2}"`, values: []string{"./-a;b", "-a;b"}},
+		{argv: []string{`echo "$(basename {})" ` + "`ls {}`"}, script: `echo "$(basename "${1}")" ` + "`ls \"${1}\"`", values: []string{"./-a;b"}},
+		{argv: []string{`echo \{} "\{}" {}`}, script: `echo \{} "\{}" "${1}"`, values: []string{"./-a;b"}},
+		{argv: []string{"echo 'a' {} # it's {}", "{}"}, script: `echo 'a' "${1}" # it's {} {}`, values: []string{"./-a;b"}},
+		{argv: []string{"printf %s"}, script: `printf %s "$@"`, values: []string{"./-a;b"}},
+		{argv: []string{"echo", "{}", "{/}"}, batch: true, script: `echo "${1}" "${3}" "${2}" "${4}"`, values: []string{"./-a;b", "./-a;b", "./-a;b", "./-a;b"}},
+		{argv: []string{"echo '{}'"}, wantErr: "inside single quotes"},
+		{argv: []string{"echo 'x", "{}'"}, wantErr: "inside single quotes"},
+		{argv: []string{"echo $(( {} ))"}, wantErr: "inside $(( ))"},
+		{argv: []string{`echo "`, `{}"`}, batch: true, wantErr: "must close within it"},
+	}
+	for _, tc := range tests {
+		x, err := NewExec(tc.argv, ExecOptions{Shell: true, Batch: tc.batch})
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%q: error %v, want one containing %q", tc.argv, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.argv, err)
+			continue
+		}
+		paths := []string{"-a;b"}
+		if tc.batch {
+			paths = append(paths, "-a;b")
+		}
+		got := x.command(nil, paths)
+		want := append([]string{"sh", "-c", tc.script, "pbatch"}, tc.values...)
+		if !slices.Equal(got, want) {
+			t.Errorf("%q: got\n%q\nwant\n%q", tc.argv, got, want)
+		}
+	}
+}
