@@ -1,12 +1,12 @@
 package tasks
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -76,10 +76,11 @@ func NewExec(argv []string, opt ExecOptions) (*Exec, error) {
 	return t, nil
 }
 
-// FDsPerWorker: while a command starts, os/exec holds both ends of a stdout
-// and a stderr pipe, /dev/null for stdin, the pipe that reports exec errors and
-// a pidfd.
-func (t *Exec) FDsPerWorker() int { return 8 }
+// FDsPerWorker: while a command starts, both ends of a stdout and a stderr
+// pipe, /dev/null for stdin, the pipe that reports exec errors and a pidfd;
+// then up to two spool files per job, its own and those of a result waiting
+// in the queue.
+func (t *Exec) FDsPerWorker() int { return 12 }
 
 func (t *Exec) NewWorker() Worker {
 	if t.opt.Batch {
@@ -227,7 +228,7 @@ func (t *execBatch) RunBatch(ctx context.Context, es []walker.Entry, rs []Result
 		for k, i := range t.idx {
 			rs[i].Status, rs[i].Err, rs[i].Exit = r.Status, r.Err, r.Exit
 			if k == 0 {
-				rs[i].Stdout, rs[i].Stderr = r.Stdout, r.Stderr
+				rs[i].Stdout, rs[i].Stderr, rs[i].Note = r.Stdout, r.Stderr, r.Note
 			}
 		}
 		clear(t.args) // the paths are garbage once the command has run
@@ -344,6 +345,16 @@ func (t *Exec) cost(pb []byte, i int) (n, script int) {
 	return n, 0
 }
 
+// outputGrace is how long output is still read after the command exited: a
+// background process it started may hold its stdout or stderr open, and GNU
+// parallel would wait for it forever.
+const outputGrace = time.Second
+
+// errHeldOpen is the note for a job whose output stayed open past outputGrace.
+var errHeldOpen = errors.New("the command exited but a background process kept its output open; output after the exit discarded")
+
+var copyBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
 // run runs argv, which stays the caller's.
 func (t *Exec) run(ctx context.Context, argv []string, r *Result) {
 	if t.opt.Timeout > 0 {
@@ -351,6 +362,7 @@ func (t *Exec) run(ctx context.Context, argv []string, r *Result) {
 		ctx, cancel = context.WithTimeout(ctx, t.opt.Timeout)
 		defer cancel()
 	}
+	r.Exit = -1
 	cmd := exec.CommandContext(ctx, argv[0])
 	cmd.Args = argv // not copied, as CommandContext's variadic arguments would be
 	// Its own process group, so a timeout or an interrupt kills what it started
@@ -358,33 +370,78 @@ func (t *Exec) run(ctx context.Context, argv []string, r *Result) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
-	var out, errb bytes.Buffer
+	var out, errOut io.Writer
 	var lo, le *lineWriter
 	if t.opt.Lines != nil {
 		lo, le = &lineWriter{w: t.opt.Lines}, &lineWriter{w: t.opt.ErrLines}
-		cmd.Stdout, cmd.Stderr = lo, le
+		out, errOut = lo, le
 	} else {
-		cmd.Stdout, cmd.Stderr = &out, &errb
+		r.Stdout, r.Stderr = new(Output), new(Output)
+		out, errOut = r.Stdout, r.Stderr
 	}
-	err := cmd.Run()
+	// Our own pipes, not os/exec's: its Wait waits for every holder of their
+	// write ends, a background process too, then fails with ErrWaitDelay.
+	// Here Wait returns when the command exits, and the wait for its output
+	// is separate and bounded (drain).
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		r.Status, r.Err = Failed, fmt.Errorf("creating a pipe: %w", unwrapPathError(err))
+		return
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		r.Status, r.Err = Failed, fmt.Errorf("creating a pipe: %w", unwrapPathError(err))
+		return
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		r.Status, r.Err = Failed, err
+		return
+	}
+	outDone, errDone := make(chan error, 1), make(chan error, 1)
+	go copyOutput(out, outR, outDone)
+	go copyOutput(errOut, errR, errDone)
+	werr := cmd.Wait()
+	oerr, eerr := drain(ctx, outR, errR, outDone, errDone)
+	if errors.Is(oerr, os.ErrDeadlineExceeded) || errors.Is(eerr, os.ErrDeadlineExceeded) {
+		r.Note = errHeldOpen
+		if errors.Is(oerr, os.ErrDeadlineExceeded) {
+			oerr = nil
+		}
+	}
 	if lo != nil {
-		lo.flush()
+		if err := lo.flush(); oerr == nil {
+			oerr = err
+		}
 		le.flush()
 	}
-	r.Stdout, r.Stderr = out.Bytes(), errb.Bytes()
-	r.Exit = -1
 	if cmd.ProcessState != nil {
 		r.Exit = cmd.ProcessState.ExitCode()
 	}
 	switch {
-	case err == nil:
 	case t.opt.Timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded):
 		r.Status, r.Err = Failed, fmt.Errorf("timed out after %s: killed", t.opt.Timeout)
 	case ctx.Err() != nil:
 		r.Status, r.Err = Failed, ctx.Err()
+	case r.Stdout.Err() != nil:
+		r.Status, r.Err = Failed, r.Stdout.Err()
+	case r.Stderr.Err() != nil:
+		r.Status, r.Err = Failed, r.Stderr.Err()
+	case oerr != nil:
+		// --line-buffer: stdout failed (the run is stopping) or reading the
+		// pipe did.
+		r.Status, r.Err = Failed, oerr
+	case werr == nil:
 	default:
 		var ee *exec.ExitError
-		if errors.As(err, &ee) {
+		if errors.As(werr, &ee) {
 			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 				r.Status, r.Err = Failed, fmt.Errorf("%s killed by signal %s", argv[0], signalName(ws.Signal()))
 				return
@@ -392,47 +449,72 @@ func (t *Exec) run(ctx context.Context, argv []string, r *Result) {
 			r.Status, r.Err = Failed, fmt.Errorf("%s exited with status %d", argv[0], ee.ExitCode())
 			return
 		}
-		r.Status, r.Err = Failed, err
+		r.Status, r.Err = Failed, werr
 	}
 }
 
-// lineWriter passes on whole lines only, so that lines from concurrent jobs
-// never mix (--line-buffer).
-type lineWriter struct {
-	w   io.Writer
-	buf []byte
-}
-
-func (l *lineWriter) Write(p []byte) (int, error) {
-	l.buf = append(l.buf, p...)
+// copyOutput copies a command's stdout or stderr from the pipe r to w until
+// end of file, a read deadline (drain) or an error writing w; it then closes
+// r, so that a writer still holding the pipe gets EPIPE, and sends the error.
+func copyOutput(w io.Writer, r *os.File, done chan<- error) {
+	buf := copyBufs.Get().(*[32 << 10]byte)
+	var err error
 	for {
-		i := bytes.IndexByte(l.buf, '\n')
-		if i < 0 {
+		var n int
+		n, err = r.Read(buf[:])
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				err = werr
+				break
+			}
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
 			break
 		}
-		l.w.Write(l.buf[:i+1])
-		l.buf = l.buf[i+1:]
 	}
-	return len(p), nil
+	copyBufs.Put(buf)
+	r.Close()
+	done <- err
 }
 
-func (l *lineWriter) flush() {
-	if len(l.buf) > 0 {
-		l.w.Write(append(l.buf, '\n'))
-		l.buf = nil
+// drain waits for both copies to end once the command has exited: at once
+// when every holder of the pipes has closed them, else after outputGrace
+// (then the reads are cut short with a deadline), and at once when ctx ends
+// (an interrupt, a timeout): no wait on a child outlasts a signal.
+func drain(ctx context.Context, outR, errR *os.File, outDone, errDone <-chan error) (oerr, eerr error) {
+	timer := time.NewTimer(outputGrace)
+	defer timer.Stop()
+	var cut bool
+	for got := 0; got < 2; {
+		select {
+		case oerr = <-outDone:
+			outDone = nil
+			got++
+		case eerr = <-errDone:
+			errDone = nil
+			got++
+		case <-timer.C:
+			cut = true
+		case <-ctx.Done():
+			cut = true
+		}
+		if cut {
+			// A read past the deadline fails with os.ErrDeadlineExceeded.
+			if outDone != nil {
+				outR.SetReadDeadline(time.Unix(1, 0))
+			}
+			if errDone != nil {
+				errR.SetReadDeadline(time.Unix(1, 0))
+			}
+			cut = false
+			timer.Reset(time.Hour)
+			ctx = context.Background()
+		}
 	}
-}
-
-// LockedWriter makes a writer safe for whole-line writes from many goroutines.
-type LockedWriter struct {
-	mu sync.Mutex
-	W  io.Writer
-}
-
-func (l *LockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.W.Write(p)
+	return oerr, eerr
 }
 
 func signalName(s syscall.Signal) string {
