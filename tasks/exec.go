@@ -368,7 +368,12 @@ func (t *Exec) run(ctx context.Context, argv []string, r *Result) {
 	// Its own process group, so a timeout or an interrupt kills what it started
 	// too, not just the shell.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.Cancel = func() error {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		// And the command itself, should it have left its group: Wait
+		// must end now, not after WaitDelay.
+		return cmd.Process.Kill()
+	}
 	cmd.WaitDelay = time.Second
 	var out, errOut io.Writer
 	var lo, le *lineWriter
@@ -409,9 +414,17 @@ func (t *Exec) run(ctx context.Context, argv []string, r *Result) {
 	go copyOutput(out, outR, outDone)
 	go copyOutput(errOut, errR, errDone)
 	werr := cmd.Wait()
+	// A timeout that comes after the exit only cuts the wait for output
+	// short: the command's own status stands.
+	ctxErr := ctx.Err()
 	oerr, eerr := drain(ctx, outR, errR, outDone, errDone)
+	if ctxErr == nil && errors.Is(ctx.Err(), context.Canceled) {
+		ctxErr = ctx.Err() // interrupted meanwhile: the run is ending
+	}
 	if errors.Is(oerr, os.ErrDeadlineExceeded) || errors.Is(eerr, os.ErrDeadlineExceeded) {
-		r.Note = errHeldOpen
+		if ctxErr == nil {
+			r.Note = errHeldOpen
+		}
 		if errors.Is(oerr, os.ErrDeadlineExceeded) {
 			oerr = nil
 		}
@@ -426,10 +439,10 @@ func (t *Exec) run(ctx context.Context, argv []string, r *Result) {
 		r.Exit = cmd.ProcessState.ExitCode()
 	}
 	switch {
-	case t.opt.Timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case t.opt.Timeout > 0 && errors.Is(ctxErr, context.DeadlineExceeded):
 		r.Status, r.Err = Failed, fmt.Errorf("timed out after %s: killed", t.opt.Timeout)
-	case ctx.Err() != nil:
-		r.Status, r.Err = Failed, ctx.Err()
+	case ctxErr != nil:
+		r.Status, r.Err = Failed, ctxErr
 	case r.Stdout.Err() != nil:
 		r.Status, r.Err = Failed, r.Stdout.Err()
 	case r.Stderr.Err() != nil:
@@ -481,41 +494,43 @@ func copyOutput(w io.Writer, r *os.File, done chan<- error) {
 }
 
 // drain waits for both copies to end once the command has exited: at once
-// when every holder of the pipes has closed them, else after outputGrace
-// (then the reads are cut short with a deadline), and at once when ctx ends
-// (an interrupt, a timeout): no wait on a child outlasts a signal.
+// when every holder of the pipes has closed them, else for outputGrace, then
+// the reads are cut short with a deadline (they fail with
+// os.ErrDeadlineExceeded). When ctx ends (an interrupt, a timeout: the job's
+// group was killed) what is in the pipes still comes out, which takes no
+// time as the killed writers are gone, and the reads are cut within
+// killedGrace: no wait on a child outlasts a signal.
 func drain(ctx context.Context, outR, errR *os.File, outDone, errDone <-chan error) (oerr, eerr error) {
 	timer := time.NewTimer(outputGrace)
 	defer timer.Stop()
-	var cut bool
-	for got := 0; got < 2; {
+	cut := func(at time.Time) {
+		// On a file the copy has closed already this fails, harmlessly.
+		if outDone != nil {
+			outR.SetReadDeadline(at)
+		}
+		if errDone != nil {
+			errR.SetReadDeadline(at)
+		}
+	}
+	ctxDone := ctx.Done()
+	for outDone != nil || errDone != nil {
 		select {
 		case oerr = <-outDone:
 			outDone = nil
-			got++
 		case eerr = <-errDone:
 			errDone = nil
-			got++
 		case <-timer.C:
-			cut = true
-		case <-ctx.Done():
-			cut = true
-		}
-		if cut {
-			// A read past the deadline fails with os.ErrDeadlineExceeded.
-			if outDone != nil {
-				outR.SetReadDeadline(time.Unix(1, 0))
-			}
-			if errDone != nil {
-				errR.SetReadDeadline(time.Unix(1, 0))
-			}
-			cut = false
-			timer.Reset(time.Hour)
-			ctx = context.Background()
+			cut(time.Unix(1, 0))
+		case <-ctxDone:
+			ctxDone = nil
+			cut(time.Now().Add(killedGrace))
 		}
 	}
 	return oerr, eerr
 }
+
+// killedGrace bounds the wait for output after a signal or timeout.
+const killedGrace = 100 * time.Millisecond
 
 func signalName(s syscall.Signal) string {
 	if n := unix.SignalName(s); n != "" {
