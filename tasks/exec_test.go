@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -144,5 +145,87 @@ func TestShellCommand(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("%q: got\n%q\nwant\n%q", tc.argv, got, want)
 		}
+	}
+}
+
+// TestExecShellBatchFitsLimits: with --shell -X, each invocation's argv as
+// the kernel got it (read back from /proc/PID/cmdline) stays within the total
+// limit, its script within MAX_ARG_STRLEN, and every path arrives once, in
+// order, as a parameter of its own whatever it holds.
+func TestExecShellBatchFitsLimits(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "log")
+	names := []string{"a;touch X;b", "$(touch X)", "`touch X`", "q'uote", `d"q`, "new\nline", "-rf", strings.Repeat("long", 40)}
+	var es []walker.Entry
+	var want []string
+	for i := range 120 {
+		p := filepath.Join(dir, names[i%len(names)]+strings.Repeat("x", i))
+		es = append(es, walker.NamedEntry(p, nil))
+		want = append(want, p)
+	}
+	t.Setenv("LOG", log)
+	pad := strings.Repeat("p", 2000)
+	tests := []struct {
+		name     string
+		argMax   int
+		argv     []string
+		minCalls int
+	}{
+		{"total limit", 8 << 10, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG";`, `: {};`}, 3},
+		{"script limit", 4 << 20, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG";`, `: {} ` + pad + `;`}, 2},
+		{"no placeholder", 8 << 10, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG"; :`}, 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			os.Remove(log)
+			x, err := NewExec(tc.argv, ExecOptions{Shell: true, Batch: true, ArgMax: tc.argMax})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs := make([]Result, len(es))
+			x.NewWorker().(BatchWorker).RunBatch(context.Background(), es, rs)
+			for i := range rs {
+				if rs[i].Status != OK {
+					t.Fatalf("%q: %v %v", want[i], rs[i].Status, rs[i].Err)
+				}
+			}
+			// Each invocation logs its cmdline's length on a line, then the cmdline.
+			data, err := os.ReadFile(log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			type call struct{ argv []string }
+			var calls []call
+			for len(data) > 0 {
+				nl := bytes.IndexByte(data, '\n')
+				n, err := strconv.Atoi(strings.TrimSpace(string(data[:nl])))
+				if err != nil || nl+1+n > len(data) {
+					t.Fatalf("bad log at %.40q", data)
+				}
+				calls = append(calls, call{strings.Split(strings.TrimSuffix(string(data[nl+1:nl+1+n]), "\x00"), "\x00")})
+				data = data[nl+1+n:]
+			}
+			if len(calls) < tc.minCalls {
+				t.Errorf("%d invocations, want at least %d", len(calls), tc.minCalls)
+			}
+			var got []string
+			for _, c := range calls {
+				size := 0
+				for _, a := range c.argv {
+					size += len(a) + 1 + pointer
+				}
+				paths := c.argv[4:]
+				if len(paths) > 1 && (size > tc.argMax || len(c.argv[2]) >= maxArgStrlen) {
+					t.Errorf("an invocation of %d paths took %d bytes (limit %d), its script %d", len(paths), size, tc.argMax, len(c.argv[2]))
+				}
+				if strings.Contains(c.argv[2], "touch") {
+					t.Errorf("a name reached the script: %.200q", c.argv[2])
+				}
+				got = append(got, paths...)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("paths received:\n%q\nwant:\n%q", got, want)
+			}
+		})
 	}
 }
