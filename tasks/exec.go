@@ -417,7 +417,15 @@ func (t *Exec) run(ctx context.Context, argv []string, r *Result) {
 	// A timeout that comes after the exit only cuts the wait for output
 	// short: the command's own status stands.
 	ctxErr := ctx.Err()
-	oerr, eerr := drain(ctx, outR, errR, outDone, errDone)
+	oerr, eerr := drain(ctx, outR, errR, outDone, errDone, func() {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			// Interrupted: what the job left running goes too, as it
+			// would have had the command not exited yet. (While a member
+			// is alive the group keeps the job's id; with none left the
+			// kill finds nothing, unless the pids wrapped around meanwhile.)
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+	})
 	if ctxErr == nil && errors.Is(ctx.Err(), context.Canceled) {
 		ctxErr = ctx.Err() // interrupted meanwhile: the run is ending
 	}
@@ -499,8 +507,8 @@ func copyOutput(w io.Writer, r *os.File, done chan<- error) {
 // os.ErrDeadlineExceeded). When ctx ends (an interrupt, a timeout: the job's
 // group was killed) what is in the pipes still comes out, which takes no
 // time as the killed writers are gone, and the reads are cut within
-// killedGrace: no wait on a child outlasts a signal.
-func drain(ctx context.Context, outR, errR *os.File, outDone, errDone <-chan error) (oerr, eerr error) {
+// killedGrace: no wait on a child outlasts a signal. onDone is called then.
+func drain(ctx context.Context, outR, errR *os.File, outDone, errDone <-chan error, onDone func()) (oerr, eerr error) {
 	timer := time.NewTimer(outputGrace)
 	defer timer.Stop()
 	cut := func(at time.Time) {
@@ -523,6 +531,7 @@ func drain(ctx context.Context, outR, errR *os.File, outDone, errDone <-chan err
 			cut(time.Unix(1, 0))
 		case <-ctxDone:
 			ctxDone = nil
+			onDone()
 			cut(time.Now().Add(killedGrace))
 		}
 	}

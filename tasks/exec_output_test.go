@@ -187,17 +187,35 @@ func TestExecBackgroundHoldsOutput(t *testing.T) {
 		t.Errorf("stdout %q", got)
 	}
 
+	// Interrupted during that wait: it ends at once, and what the job left
+	// running is killed with its group.
+	pidFile := filepath.Join(t.TempDir(), "pid")
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(200*time.Millisecond, cancel)
 	var r2 Result
 	start = time.Now()
-	x.run(ctx, []string{"sh", "-c", "sleep 3 & echo hi"}, &r2)
+	x.run(ctx, []string{"sh", "-c", `sleep 3 & echo $! > "$0"; echo hi`, pidFile}, &r2)
 	defer closeOut(&r2)
 	if el := time.Since(start); el > outputGrace*3/4 {
 		t.Errorf("after the interrupt the wait went on: %s", el)
 	}
 	if !errors.Is(r2.Err, context.Canceled) {
 		t.Errorf("interrupted: %v, want context.Canceled", r2.Err)
+	}
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stat := "/proc/" + strings.TrimSpace(string(data)) + "/stat"
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
+		s, err := os.ReadFile(stat)
+		if err != nil || strings.Contains(string(s), ") Z ") {
+			break // gone, or dead and not yet reaped
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("the job's background process still runs after the interrupt: %s", s)
+			break
+		}
 	}
 }
 
