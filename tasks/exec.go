@@ -25,9 +25,11 @@ type ExecOptions struct {
 	Timeout time.Duration // kill the command (its whole process group) after this
 	Batch   bool          // -X: many paths per invocation, bounded by ArgMax
 	ArgMax  int           // bytes of arguments and environment one invocation may take
-	// Lines, when set, receives the commands' output line by line as it comes
-	// (--line-buffer); each Write is one whole line, so lines never mix.
-	// Otherwise each job's output is captured and reported as one block.
+	// Lines, when set, receives the commands' output as it comes
+	// (--line-buffer); each Write is whole lines of one job (or a piece of
+	// at least lineMax of a longer line), so lines never mix. Otherwise each
+	// job's output is captured (Result.Stdout, Stderr) and reported as one
+	// block.
 	Lines, ErrLines io.Writer
 }
 
