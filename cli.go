@@ -402,13 +402,13 @@ that would begin an argument with '-' is given as ./VALUE. No shell is involved
 unless --shell: then COMMAND and ARGs form one sh -c script, each placeholder
 becomes a quoted reference to a positional parameter holding its value (so a
 name is never shell code), and a placeholder inside single quotes is refused.
-Each job's stdout and stderr are
-captured (past 256 KiB per stream, in an unlinked file in $TMPDIR) and written
-as one block, so output never interleaves; --line-buffer streams whole lines
-instead (a line over 64 KiB in pieces of at least 64 KiB). A job that exits while
-a background process holds its output open gets one more second, then a note. A non-zero exit, a death by signal or --timeout marks
-the file failed. -X passes as many paths to one invocation as the argument size
-limit allows (an ARG with a placeholder is repeated per path).
+Each job's stdout and stderr are captured (past 256 KiB per stream, in an
+unlinked file in $TMPDIR) and written as one block, so output never interleaves;
+--line-buffer streams whole lines instead (a line over 64 KiB in pieces of at
+least 64 KiB). A job that exits while a background process holds its output open
+gets one more second, then a note. A non-zero exit, a death by signal or
+--timeout marks the file failed. -X passes as many paths to one invocation as the
+argument size limit allows (an ARG with a placeholder is repeated per path).
 
 EXAMPLES:
    pbatch exec -w 4 --include '*.png' /srv/img -- optipng -quiet {}
