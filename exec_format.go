@@ -60,11 +60,18 @@ func (f *execFormat) stream(c *collector, r *tasks.Result) {
 // writeOutput writes o to stdout, escaped for a JSON string with js.
 func (c *collector) writeOutput(r *tasks.Result, o *tasks.Output, js *jsonStream) {
 	err := o.Chunks(c.spoolBuf(), func(p []byte) error {
-		if js != nil {
-			c.escaped = js.append(c.escaped[:0], p)
-			p = c.escaped
+		if js == nil {
+			c.writeRaw(p)
+			return c.werr
 		}
-		c.writeRaw(p)
+		// In pieces, so that the escaped copy (up to six times the
+		// size) stays small.
+		for len(p) > 0 && c.werr == nil {
+			n := min(len(p), 16<<10)
+			c.escaped = js.append(c.escaped[:0], p[:n])
+			c.writeRaw(c.escaped)
+			p = p[n:]
+		}
 		return c.werr
 	})
 	if js != nil {
