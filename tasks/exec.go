@@ -118,8 +118,9 @@ func (t *Exec) expand(a *argTemplate, p string) string {
 	return b.String()
 }
 
-// shellName is the script's $0 in `sh -c SCRIPT pbatch VALUE…`.
-const shellName = "pbatch"
+// shellName is the script's $0 in `sh -c SCRIPT sh VALUE…`: the shell's
+// own messages then start "sh: ", not as if pbatch wrote them.
+const shellName = "sh"
 
 // allArgs is appended to a --shell script without placeholders: the paths
 // are its positional parameters.
@@ -153,7 +154,7 @@ func (t *Exec) command(argv, paths []string) []string {
 	return argv
 }
 
-// shellCommand builds `sh -c SCRIPT pbatch VALUE…`: the script refers to the
+// shellCommand builds `sh -c SCRIPT sh VALUE…`: the script refers to the
 // values as positional parameters (path i's slot s is parameter
 // 1 + i*len(slots) + s), so that no file name is ever part of the script.
 func (t *Exec) shellCommand(argv, paths []string) []string {

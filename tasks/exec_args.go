@@ -162,7 +162,7 @@ func (l *shellLexer) pop()             { l.stack = l.stack[:len(l.stack)-1] }
 // shellTemplates reads the --shell script (the arguments joined with spaces)
 // far enough to know each placeholder's context: unquoted it becomes "${N}",
 // inside double quotes ${N}, and the value is passed as positional parameter
-// N of `sh -c SCRIPT pbatch VALUE…`, so quoting cannot matter. Inside single
+// N of `sh -c SCRIPT sh VALUE…`, so quoting cannot matter. Inside single
 // quotes nothing expands, and inside $(( )) a value would be evaluated as an
 // arithmetic expression (code, in bash): a placeholder there is refused.
 // A backslash before a placeholder keeps it literal. Here-documents are not

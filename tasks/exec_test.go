@@ -141,7 +141,7 @@ func TestShellCommand(t *testing.T) {
 			paths = append(paths, "-a;b")
 		}
 		got := x.command(nil, paths)
-		want := append([]string{"sh", "-c", tc.script, "pbatch"}, tc.values...)
+		want := append([]string{"sh", "-c", tc.script, "sh"}, tc.values...)
 		if !slices.Equal(got, want) {
 			t.Errorf("%q: got\n%q\nwant\n%q", tc.argv, got, want)
 		}
