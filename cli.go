@@ -81,6 +81,9 @@ type engineOpts struct {
 	meta          bool // chmod/chown summary
 	dryRun        bool
 	batch         int // fixed batch size (exec -X); 0 adapts to the cost per file
+	// lines is stdout as exec --line-buffer's jobs write it: its first error
+	// ends the run as one of the collector's would.
+	lines *tasks.LockedWriter
 	// source replaces the walk (check reads manifests); batchSize says how many
 	// entries to send at once.
 	source    func(ctx context.Context, batchSize func() int, out chan<- []walker.Entry) error
@@ -394,13 +397,18 @@ EXAMPLES:
 			ArgsUsage: "PATH… -- COMMAND [ARG…]",
 			Description: `Runs COMMAND once per file with at most -w running at once. In any ARG, {} is the
 path, {/} its base name, {//} its directory, {.} the path without its last extension,
-{/.} the base name without it; with no placeholder the path is appended. No shell is
-involved unless --shell (then COMMAND and ARGs form one sh -c script and the
-placeholders are replaced by shell-quoted values). Each job's stdout and stderr are
-captured and written as one block, so output never interleaves; --line-buffer
-streams whole lines instead. A non-zero exit, a death by signal or --timeout marks
-the file failed. -X passes as many paths to one invocation as the argument size
-limit allows (an ARG with a placeholder is repeated per path).
+{/.} the base name without it; with no placeholder the path is appended. A value
+that would begin an argument with '-' is given as ./VALUE. No shell is involved
+unless --shell: then COMMAND and ARGs form one sh -c script, each placeholder
+becomes a quoted reference to a positional parameter holding its value (so a
+name is never shell code), and a placeholder inside single quotes is refused.
+Each job's stdout and stderr are captured (past 256 KiB per stream, in an
+unlinked file in $TMPDIR) and written as one block, so output never interleaves;
+--line-buffer streams whole lines instead (a line over 64 KiB in pieces of at
+least 64 KiB). A job that exits while a background process holds its output open
+gets one more second, then a note. A non-zero exit, a death by signal or
+--timeout marks the file failed. -X passes as many paths to one invocation as the
+argument size limit allows (an ARG with a placeholder is repeated per path).
 
 EXAMPLES:
    pbatch exec -w 4 --include '*.png' /srv/img -- optipng -quiet {}
@@ -435,7 +443,8 @@ EXAMPLES:
 				}
 				opt := tasks.ExecOptions{Shell: execo.shell, Timeout: execo.timeout, Batch: execo.batch, ArgMax: argMax()}
 				if execo.lineBuffer {
-					opt.Lines = &tasks.LockedWriter{W: stdout}
+					execo.lines = &tasks.LockedWriter{W: stdout}
+					opt.Lines = execo.lines
 					opt.ErrLines = &tasks.LockedWriter{W: stderr}
 					// Streamed lines bypass the collector, which could not erase
 					// the display before them.
@@ -448,6 +457,11 @@ EXAMPLES:
 				if execo.batch {
 					// Invocations are bounded by ARG_MAX (RunBatch), not by the batch.
 					execo.engineOpts.batch = 4096
+				} else {
+					// One job per batch: a job costs a fork and an exec, and
+					// results waiting in the queues, each holding up to
+					// tasks.spoolMem per stream and its spool files, stay few.
+					execo.engineOpts.batch = 1
 				}
 				return runEngine(c.Context, "exec", args[:sep], &execo.engineOpts, t,
 					&execFormat{json: execo.format == "json"}, stdin, stdout, stderr)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -132,6 +133,17 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		window = make(chan struct{}, 4*o.workers+4)
 	}
 
+	if o.lines != nil {
+		// The jobs write stdout themselves: the first error stops the run as
+		// the collector's would, before another job is dispatched.
+		o.lines.OnError = func(err error) {
+			if errors.Is(err, syscall.EPIPE) {
+				cancel(errBrokenPipe)
+			} else {
+				cancel(errStdout)
+			}
+		}
+	}
 	var failures atomic.Int64 // for --fail-fast and --max-errors, counted as they happen
 	countFailure := func(r *tasks.Result) {
 		if r.Status.IsFailure() && (o.failFast || o.maxErrors > 0) {
@@ -314,6 +326,11 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 	}
 	col.flush()
 	srcErr := <-walkErr
+	if o.lines != nil && col.werr == nil {
+		if err := o.lines.Err(); err != nil {
+			col.setErr(err)
+		}
+	}
 	if col.werr == errBrokenPipe {
 		return errBrokenPipe
 	}

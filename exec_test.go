@@ -7,7 +7,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -913,5 +917,170 @@ func TestProgressInTerminal(t *testing.T) {
 			t.Errorf("--progress always showed no progress on stderr: %q", r.stderr)
 		}
 		checkResults(t, r.stdout.String())
+	})
+}
+
+// TestExecStdoutErrors: exec's output obeys the stdout policy of every other
+// mode, grouped, -X and --line-buffer alike: a closed pipe ends the run
+// quietly (death by SIGPIPE) and stops dispatching, any other error is
+// reported once and exits 1.
+func TestExecStdoutErrors(t *testing.T) {
+	bin := pbatchBin(t)
+	dir := fastTempDir(t)
+	makeFiles(t, dir, 3000, func(int) string { return "x" })
+	log := filepath.Join(t.TempDir(), "jobs.log")
+	job := []string{"--", "sh", "-c", `echo "$1"; echo ran >> "$0"`, log}
+	for _, mode := range [][]string{{"--line-buffer"}, {}, {"-k", "-w", "1"}} {
+		name := strings.Join(mode, " ")
+		t.Run("closed pipe "+name, func(t *testing.T) {
+			os.Remove(log)
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stderr bytes.Buffer
+			cmd := exec.Command(bin, append(append(append([]string{"exec"}, mode...), dir), job...)...)
+			cmd.Stdout, cmd.Stderr = pw, &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			pw.Close()
+			line, err := bufio.NewReader(pr).ReadString('\n')
+			pr.Close() // as head -1 does
+			if err != nil || line == "" {
+				t.Errorf("first line: %q, %v", line, err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err = <-done:
+			case <-time.After(60 * time.Second):
+				cmd.Process.Kill()
+				<-done
+				t.Fatal("pbatch did not end after its reader went away")
+			}
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || !ee.Sys().(syscall.WaitStatus).Signaled() || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGPIPE {
+				t.Errorf("got %v, want death by SIGPIPE", err)
+			}
+			if s := strings.ToLower(stderr.String()); strings.Contains(s, "broken pipe") || strings.Contains(s, "write error") || strings.Contains(s, "failed") {
+				t.Errorf("stderr mentions the closed pipe:\n%s", stderr.String())
+			}
+			data, _ := os.ReadFile(log)
+			if n := bytes.Count(data, []byte("ran")); n > 500 {
+				t.Errorf("%d of 3000 jobs ran after the reader went away; dispatching must stop", n)
+			}
+		})
+	}
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("no /dev/full: %v", err)
+	}
+	defer full.Close()
+	for _, mode := range [][]string{{"--line-buffer"}, {}, {"-X"}, {"--format", "json"}} {
+		t.Run("full "+strings.Join(mode, " "), func(t *testing.T) {
+			os.Remove(log)
+			var stderr bytes.Buffer
+			cmd := exec.Command(bin, append(append(append([]string{"exec"}, mode...), dir), job...)...)
+			cmd.Stdout, cmd.Stderr = full, &stderr
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+				t.Errorf("> /dev/full: got %v, want exit status 1", err)
+			}
+			if want := "pbatch: write error: no space left on device\n"; strings.Count(stderr.String(), want) != 1 {
+				t.Errorf("stderr:\n%s\nwant %q once", stderr.String(), want)
+			}
+			data, _ := os.ReadFile(log)
+			if n := bytes.Count(data, []byte("ran")); n > 500 && mode[0] != "-X" {
+				t.Errorf("%d of 3000 jobs ran after stdout failed; dispatching must stop", n)
+			}
+		})
+	}
+}
+
+// TestExecSpool: a job's output past a small bound goes to an unlinked file
+// in $TMPDIR, not memory: pbatch's peak RSS stays far below what jobs write,
+// and the output comes out byte for byte, grouped, in order with -k, stdout
+// and stderr alike, and in JSON records.
+func TestExecSpool(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 200 MB through pbatch")
+	}
+	bin := pbatchBin(t)
+	dir := t.TempDir()
+	makeFiles(t, dir, 2, func(int) string { return "x" })
+	tmp := t.TempDir()
+	// Deterministic, incompressible enough, and long lines.
+	gen := `yes "$1 $(printf '%0500d' 0)" | head -c $2`
+	runTo := func(t *testing.T, o, e io.Writer, args ...string) (maxRSS int64) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+		cmd.Stdout, cmd.Stderr = o, e
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("pbatch %s: %v", strings.Join(args, " "), err)
+		}
+		return cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
+	}
+	run := func(t *testing.T, args ...string) (stdout, stderr []byte) {
+		var o, e bytes.Buffer
+		runTo(t, &o, &e, args...)
+		return o.Bytes(), e.Bytes()
+	}
+	expect := func(t *testing.T, name string, n int) []byte {
+		out, err := exec.Command("sh", "-c", gen, "sh", name, strconv.Itoa(n)).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	t.Run("200 MB", func(t *testing.T) {
+		const n = 200 << 20
+		got, gotErr := sha256.New(), sha256.New()
+		rss := runTo(t, got, gotErr, "exec", "-q", "-w", "1", filepath.Join(dir, "f000"), "--", "sh", "-c", gen+"; "+gen+" >&2", "sh", "{/}", strconv.Itoa(n))
+		want := sha256.New()
+		cmd := exec.Command("sh", "-c", gen, "sh", "f000", strconv.Itoa(n))
+		cmd.Stdout = want
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Sum(nil), want.Sum(nil)) || !bytes.Equal(gotErr.Sum(nil), want.Sum(nil)) {
+			t.Errorf("stdout or stderr differs from what the job wrote")
+		}
+		if rss > 64<<20 {
+			t.Errorf("peak RSS %d MiB for a job writing 2 × 200 MiB; want under 64 MiB", rss>>20)
+		}
+		t.Logf("peak RSS %.1f MiB", float64(rss)/(1<<20))
+		if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+			t.Errorf("spool files left in $TMPDIR: %v", ents)
+		}
+	})
+	t.Run("-k groups", func(t *testing.T) {
+		// The first file's job is the slower: -k still prints it first, each
+		// job's output one block, stderr too.
+		const n = 5 << 20
+		stdout, stderr := run(t, "exec", "-q", "-k", "-w", "2", dir, "--", "sh", "-c",
+			`case $1 in f000) sleep 0.3;; esac; `+gen+`; `+gen+` >&2`, "sh", "{/}", strconv.Itoa(n))
+		want := append(expect(t, "f000", n), expect(t, "f001", n)...)
+		if !bytes.Equal(stdout, want) {
+			t.Errorf("stdout: %d bytes, not the two blocks in order", len(stdout))
+		}
+		a, b := expect(t, "f000", n), expect(t, "f001", n)
+		if !bytes.Equal(stderr, append(a, b...)) && !bytes.Equal(stderr, append(b, a...)) {
+			t.Errorf("stderr: %d bytes, not two whole blocks", len(stderr))
+		}
+	})
+	t.Run("json", func(t *testing.T) {
+		const n = 3 << 20
+		stdout, _ := run(t, "exec", "-q", "--format", "json", filepath.Join(dir, "f001"), "--", "sh", "-c", gen+`; printf '\303\251\377'`, "sh", "{/}", strconv.Itoa(n))
+		var rec struct {
+			Stdout string `json:"stdout"`
+		}
+		if err := json.Unmarshal(stdout, &rec); err != nil {
+			t.Fatalf("record: %v", err)
+		}
+		if w := string(expect(t, "f001", n)) + "é\ufffd"; rec.Stdout != w {
+			t.Errorf("stdout in the record: %d bytes, want the job's %d", len(rec.Stdout), len(w))
+		}
 	})
 }

@@ -38,6 +38,8 @@ type collector struct {
 	line   []byte
 	werr   error // first stdout error; nothing more is written after it
 
+	spool, escaped []byte // exec: reading spooled output back, escaping it
+
 	noDiag bool // the formatter reports problems itself (check)
 	meta   bool // chmod/chown: count changed and unchanged entries
 	dryRun bool
@@ -65,6 +67,7 @@ func (c *collector) addAll(rs []tasks.Result) {
 }
 
 func (c *collector) add(r *tasks.Result) {
+	defer closeOutputs(r)
 	if r.Later || (r.Status == tasks.Failed && errors.Is(r.Err, context.Canceled)) {
 		return // reported later, or aborted by an interrupt
 	}
@@ -89,8 +92,14 @@ func (c *collector) add(r *tasks.Result) {
 		c.diag(r)
 	}
 	c.stderrBlock(r)
+	if r.Note != nil && !c.quiet {
+		c.prog.clear()
+		fmt.Fprintf(c.stderr, "pbatch: %s: %s\n", quoteName(r.Entry.Path()), r.Note)
+	}
 	if r.Status == tasks.OK || c.f.all() {
-		if b := c.f.record(c.line[:0], r); len(b) > 0 {
+		if s, ok := c.f.(streamer); ok {
+			s.stream(c, r)
+		} else if b := c.f.record(c.line[:0], r); len(b) > 0 {
 			c.write(b)
 		}
 	}
@@ -113,11 +122,18 @@ func (c *collector) diag(r *tasks.Result) {
 	fmt.Fprintf(c.stderr, "pbatch: %s: %s\n", quoteName(r.Entry.Path()), r.Err)
 }
 
-// stderrBlock writes a job's captured stderr (exec) in one piece, once.
+// stderrBlock writes a job's captured stderr (exec) in one block, once.
 func (c *collector) stderrBlock(r *tasks.Result) {
-	if len(r.Stderr) > 0 && !c.jsonOut {
+	if r.Stderr.Len() > 0 && !c.jsonOut {
 		c.prog.clear()
-		c.stderr.Write(r.Stderr)
+		err := r.Stderr.Chunks(c.spoolBuf(), func(p []byte) error {
+			c.stderr.Write(p)
+			return nil
+		})
+		if err != nil {
+			c.spoolErr(r, err)
+		}
+		r.Stderr.Close()
 		r.Stderr = nil
 	}
 }
@@ -383,6 +399,12 @@ const hexDigits = "0123456789abcdef"
 // appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
 func appendJSONString(b, s []byte) []byte {
 	b = append(b, '"')
+	b = appendJSONBody(b, s)
+	return append(b, '"')
+}
+
+// appendJSONBody appends s escaped for the inside of a JSON string.
+func appendJSONBody(b, s []byte) []byte {
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
@@ -416,7 +438,7 @@ func appendJSONString(b, s []byte) []byte {
 		}
 		i += size
 	}
-	return append(b, '"')
+	return b
 }
 
 // listFormat prints bare paths for pipelines.
@@ -499,38 +521,4 @@ func (f *metaFormat) record(b []byte, r *tasks.Result) []byte {
 	}
 	b = appendQuotedName(b, f.path)
 	return append(b, '\n')
-}
-
-// execFormat passes each job's captured stdout through as one block, or writes
-// JSON records with the exit status and output.
-type execFormat struct {
-	json bool
-	path []byte
-}
-
-func (f *execFormat) all() bool { return true }
-
-func (f *execFormat) record(b []byte, r *tasks.Result) []byte {
-	if !f.json {
-		return append(b, r.Stdout...)
-	}
-	f.path = r.Entry.AppendPath(f.path[:0])
-	b = append(b, '{')
-	b = appendJSONName(b, "path", f.path)
-	b = append(b, `,"status":"`...)
-	b = append(b, r.Status.String()...)
-	b = append(b, '"')
-	if r.Status == tasks.OK || r.Exit != 0 || r.Stdout != nil || r.Stderr != nil {
-		b = append(b, `,"exit":`...)
-		b = strconv.AppendInt(b, int64(r.Exit), 10)
-		b = append(b, `,"stdout":`...)
-		b = appendJSONString(b, r.Stdout)
-		b = append(b, `,"stderr":`...)
-		b = appendJSONString(b, r.Stderr)
-	}
-	if r.Err != nil {
-		b = append(b, `,"error":`...)
-		b = appendJSONString(b, []byte(r.Err.Error()))
-	}
-	return append(b, "}\n"...)
 }

@@ -65,7 +65,10 @@ type Result struct {
 	// exec: the command's exit status (-1 if it did not exit) and, unless
 	// streamed with --line-buffer, its captured output.
 	Exit           int
-	Stdout, Stderr []byte
+	Stdout, Stderr *Output
+	// Note is reported on stderr whatever the status, without failing the
+	// file (exec: output cut short after the command exited).
+	Note error
 
 	// audit: the verdict (ok, modified, damaged, new, missing, moved), the
 	// manifest's digest, and for moved the path the manifest listed.
