@@ -157,9 +157,8 @@ func (f *auditFormat) record(b []byte, r *tasks.Result) []byte {
 			b = hex.AppendEncode(b, r.Digest())
 			b = append(b, `","size":`...)
 			b = strconv.AppendInt(b, r.Size, 10)
-			b = append(b, `,"mtime":"`...)
-			b = time.Unix(0, r.Mtime).UTC().AppendFormat(b, "2006-01-02T15:04:05.000000000Z")
-			b = append(b, '"')
+			b = append(b, `,"mtime":`...)
+			b = appendJSONTime(b, r.Mtime)
 		}
 		return append(b, "}\n"...)
 	}

@@ -47,7 +47,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -74,9 +73,9 @@ type Entry struct {
 	Name      string // unescaped path, as it should be opened
 	Algorithm string // pbatch's name: md5 sha1 sha256 sha512 blake3 xxh64 xxh128
 	Digest    []byte
-	Size      int64 // bytes, -1 when unknown
-	Mtime     int64 // ns since the epoch, 0 when unknown
-	HasMeta   bool  // Size and Mtime are known (JSON records)
+	Size      int64     // bytes, -1 when unknown
+	Mtime     time.Time // zero when unknown
+	HasMeta   bool      // Size and Mtime are known (JSON records)
 }
 
 // Options configure a Reader.
@@ -460,11 +459,6 @@ type jsonRecord struct {
 	Status    string  `json:"status"`
 }
 
-var (
-	minTime = time.Unix(0, math.MinInt64)
-	maxTime = time.Unix(0, math.MaxInt64)
-)
-
 // parseJSON reads a JSON Lines record. Only status "ok" records are entries.
 func parseJSON(rec []byte) (Entry, bool, error) {
 	if !utf8.Valid(rec) {
@@ -520,10 +514,10 @@ func parseJSON(rec []byte) (Entry, bool, error) {
 			return Entry{}, false, formatError("negative size in JSON record")
 		}
 		t, err := time.Parse(time.RFC3339Nano, *j.Mtime)
-		if err != nil || t.Before(minTime) || t.After(maxTime) {
+		if err != nil {
 			return Entry{}, false, formatError("invalid mtime in JSON record")
 		}
-		e.Size, e.Mtime, e.HasMeta = *j.Size, t.UnixNano(), true
+		e.Size, e.Mtime, e.HasMeta = *j.Size, t, true
 	}
 	return e, true, nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -168,7 +169,7 @@ func (w *auditWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 		switch {
 		case bytes.Equal(sum, ie.Digest):
 			r.Verdict = VerdictOK
-		case ie.HasMeta && r.Size == ie.Size && r.Mtime == ie.Mtime:
+		case ie.HasMeta && r.Size == ie.Size && ie.Mtime.Equal(time.Unix(r.Mtime.Unix())):
 			r.Verdict = VerdictDamaged
 		default:
 			r.Verdict = VerdictModified

@@ -79,7 +79,7 @@ func (rd *reader) read(ctx context.Context, e *walker.Entry, w io.Writer, r *Res
 		r.Status, r.Err = Skipped, skipReason(typeOf(before.Mode))
 		return false
 	}
-	r.Mtime = before.Mtim.Nano()
+	r.Mtime = before.Mtim
 	var n int64
 	for {
 		if ctx.Err() != nil {
@@ -142,7 +142,7 @@ func (rd *reader) digest(ctx context.Context, e *walker.Entry, alg string, h has
 		if st, err := e.Stat(rd.Follow || e.Rel == ""); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
 			if d, ok := rd.cr.Get(rd.key, cache.MetaOf(&st), r.Sum[:0]); ok {
 				r.SumLen = uint8(len(d))
-				r.Size, r.Mtime = st.Size, st.Mtim.Nano()
+				r.Size, r.Mtime = st.Size, st.Mtim
 				return true
 			}
 		}
