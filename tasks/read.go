@@ -57,6 +57,11 @@ func (rd *reader) read(ctx context.Context, e *walker.Entry, w io.Writer, r *Res
 		return false
 	}
 	fd, err := e.Open(rd.Follow)
+	if err == unix.ENAMETOOLONG && e.Root.Fd() < 0 {
+		// A path named outright (a PATH argument, a manifest line) beyond
+		// PATH_MAX: opened in pieces, as the walk reaches such files.
+		fd, err = openLong(e.Root.Path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY)
+	}
 	if err != nil {
 		err = walker.OpenErr(e, err, rd.Follow)
 		if err == walker.ErrVanished {
