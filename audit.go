@@ -4,7 +4,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -64,12 +63,15 @@ EXAMPLES:
 			paths := c.Args().Slice()
 			var r io.Reader = stdin
 			if manifestPath != "-" {
-				f, err := os.Open(manifestPath)
+				f, closeFn, err := openInput(c.Context, manifestPath)
 				if err != nil {
+					if c.Context.Err() != nil {
+						return exitError{exitFailed} // interrupted: run exits by the signal
+					}
 					fmt.Fprintf(stderr, "pbatch: %s: %s\n", manifestName(manifestPath), unwrapPathError(err))
 					return exitError{exitFailed}
 				}
-				defer f.Close()
+				defer closeFn()
 				r = f
 			} else if len(paths) == 1 && paths[0] == "-" {
 				return usagef("audit", "stdin cannot hold both the manifest and the paths")
@@ -79,6 +81,9 @@ EXAMPLES:
 				fmt.Fprintf(stderr, "pbatch: %s: %s\n", manifestName(manifestPath), b)
 			}
 			if err != nil {
+				if c.Context.Err() != nil {
+					return exitError{exitFailed} // interrupted: run exits by the signal
+				}
 				fmt.Fprintf(stderr, "pbatch: %s: %s\n", manifestName(manifestPath), err)
 				return exitError{exitFailed}
 			}
