@@ -33,6 +33,8 @@ func auditCommand(stdin io.Reader, stdout, stderr io.Writer) *cli.Command {
    moved     missing at its old path, same content found at a new one (OLD -> NEW)
 PATHs must be spelled as when the manifest was made (pbatch hash tree → audit tree).
 One line per path that is not ok (--all: every path); exit 0 when everything is ok.
+A listed path that cannot be looked up (permission denied, I/O error) is an error,
+never guessed missing or there.
 Only the manifest's index is held in memory, whatever the size of the tree.
 
 EXAMPLES:
