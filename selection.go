@@ -75,17 +75,19 @@ func (o *engineOpts) selection(cmd string) (selection, error) {
 			return sel, usagef(cmd, "--max-size: %s", err)
 		}
 	}
-	if !older.IsZero() || !newer.IsZero() || minSize >= 0 || maxSize >= 0 {
+	// Set or not by the flag, not by IsZero: 0001-01-01T00:00:00Z is a date.
+	byOlder, byNewer := o.olderThan != "", o.newerThan != ""
+	if byOlder || byNewer || minSize >= 0 || maxSize >= 0 {
 		// Compared as (seconds, nanoseconds): an int64 of nanoseconds holds
 		// only 1677 to 2262, and a file time or a date outside that wrapped.
 		olderTs := unix.Timespec{Sec: older.Unix(), Nsec: int64(older.Nanosecond())}
 		newerTs := unix.Timespec{Sec: newer.Unix(), Nsec: int64(newer.Nanosecond())}
 		sel.stat = func(st *unix.Stat_t) bool {
 			t := field(st)
-			if !older.IsZero() && !timespecLess(t, olderTs) {
+			if byOlder && !timespecLess(t, olderTs) {
 				return false
 			}
-			if !newer.IsZero() && !timespecLess(newerTs, t) {
+			if byNewer && !timespecLess(newerTs, t) {
 				return false
 			}
 			// Sizes apply to everything but directories (a symlink's is its own,
