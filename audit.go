@@ -4,7 +4,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +33,8 @@ func auditCommand(stdin io.Reader, stdout, stderr io.Writer) *cli.Command {
    moved     missing at its old path, same content found at a new one (OLD -> NEW)
 PATHs must be spelled as when the manifest was made (pbatch hash tree → audit tree).
 One line per path that is not ok (--all: every path); exit 0 when everything is ok.
+A listed path that cannot be looked up (permission denied, I/O error) is an error,
+never guessed missing or there.
 Only the manifest's index is held in memory, whatever the size of the tree.
 
 EXAMPLES:
@@ -64,12 +65,15 @@ EXAMPLES:
 			paths := c.Args().Slice()
 			var r io.Reader = stdin
 			if manifestPath != "-" {
-				f, err := os.Open(manifestPath)
+				f, closeFn, err := openInput(c.Context, manifestPath)
 				if err != nil {
+					if c.Context.Err() != nil {
+						return exitError{exitFailed} // interrupted: run exits by the signal
+					}
 					fmt.Fprintf(stderr, "pbatch: %s: %s\n", manifestName(manifestPath), unwrapPathError(err))
 					return exitError{exitFailed}
 				}
-				defer f.Close()
+				defer closeFn()
 				r = f
 			} else if len(paths) == 1 && paths[0] == "-" {
 				return usagef("audit", "stdin cannot hold both the manifest and the paths")
@@ -79,6 +83,9 @@ EXAMPLES:
 				fmt.Fprintf(stderr, "pbatch: %s: %s\n", manifestName(manifestPath), b)
 			}
 			if err != nil {
+				if c.Context.Err() != nil {
+					return exitError{exitFailed} // interrupted: run exits by the signal
+				}
 				fmt.Fprintf(stderr, "pbatch: %s: %s\n", manifestName(manifestPath), err)
 				return exitError{exitFailed}
 			}
@@ -157,9 +164,8 @@ func (f *auditFormat) record(b []byte, r *tasks.Result) []byte {
 			b = hex.AppendEncode(b, r.Digest())
 			b = append(b, `","size":`...)
 			b = strconv.AppendInt(b, r.Size, 10)
-			b = append(b, `,"mtime":"`...)
-			b = time.Unix(0, r.Mtime).UTC().AppendFormat(b, "2006-01-02T15:04:05.000000000Z")
-			b = append(b, '"')
+			b = append(b, `,"mtime":`...)
+			b = appendJSONTime(b, r.Mtime)
 		}
 		return append(b, "}\n"...)
 	}

@@ -76,7 +76,7 @@ EXAMPLES:
 			o.keepOrder = true // results in manifest order
 			o.noSummary, o.noDiag = true, true
 			o.source = manifestSource(names, stdin, manifest.Options{DefaultAlgorithm: algorithm, NullTerminated: o.null})
-			f := &checkFormat{stderr: stderr, names: names, quiet: quiet, status: status, warn: warn,
+			f := &checkFormat{ctx: c.Context, stderr: stderr, names: names, quiet: quiet, status: status, warn: warn,
 				json: o.format == "json", strict: strict, ignoreMissing: ignoreMissing,
 				counts: make([]checkCounts, len(names))}
 			ro, done, err := o.readOpts(c.Context, "check", nil, stderr)
@@ -121,11 +121,14 @@ func manifestSource(names []string, stdin io.Reader, opt manifest.Options) func(
 			ok := func() bool {
 				var r io.Reader = stdin
 				if name != "-" {
-					f, err := os.Open(name)
+					f, closeFn, err := openInput(ctx, name)
 					if err != nil {
+						if ctx.Err() != nil {
+							return false
+						}
 						return add(walker.NamedEntry(name, &tasks.CheckItem{Manifest: name, Index: i, Open: unwrapPathError(err)}))
 					}
-					defer f.Close()
+					defer closeFn()
 					r = f
 				}
 				mr := manifest.NewReader(r, opt)
@@ -140,6 +143,8 @@ func manifestSource(names []string, stdin io.Reader, opt manifest.Options) func(
 						if !add(walker.NamedEntry("", item(manifest.Entry{Line: le.Line}, le))) {
 							return false
 						}
+					case err != nil && ctx.Err() != nil:
+						return false // interrupted, not unreadable
 					case err != nil:
 						return add(walker.NamedEntry(name, &tasks.CheckItem{Manifest: name, Index: i, Open: unwrapPathError(err)}))
 					default:
@@ -176,6 +181,7 @@ type checkCounts struct {
 // checkFormat prints what sha256sum -c prints, record by record, and its
 // WARNING lines when a manifest is done.
 type checkFormat struct {
+	ctx                       context.Context // done: interrupted, the manifest being read is not complete
 	stderr                    io.Writer
 	names                     []string
 	quiet, status, warn, json bool
@@ -378,6 +384,9 @@ func (f *checkFormat) endManifest(i int) {
 }
 
 func (f *checkFormat) finish(io.Writer) int64 {
+	if f.ctx.Err() != nil {
+		return f.extra // what is left was not read to its end: nothing to conclude
+	}
 	for i := range f.counts {
 		if f.counts[i].seen || i == f.cur {
 			if i >= f.cur {

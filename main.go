@@ -116,6 +116,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, syscall
 		complete(args[1:n-1], stdout)
 		return exitOK, 0
 	}
+	// A read of stdin that nobody writes to must end on the first signal too.
+	stdin = stdinReader(ctx, stdin)
 	err := newApp(stdin, stdout, stderr).RunContext(ctx, reorderArgs(args))
 	var code int
 	var ue usageError

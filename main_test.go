@@ -368,7 +368,9 @@ func cmdChtimes(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	tm, err := time.Parse(time.RFC3339Nano, args[1])
 	ts.Check(err)
-	ts.Check(os.Chtimes(ts.MkAbs(unquoteArg(ts, args[0])), tm, tm))
+	// Not os.Chtimes: it passes an int64 of ns, which wraps outside 1677-2262.
+	t := unix.Timespec{Sec: tm.Unix(), Nsec: int64(tm.Nanosecond())}
+	ts.Check(unix.UtimesNanoAt(unix.AT_FDCWD, ts.MkAbs(unquoteArg(ts, args[0])), []unix.Timespec{t, t}, 0))
 }
 
 // mktree DIR NDIRS NFILES makes DIR/dNN/fNNN, each file holding its own path:

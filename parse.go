@@ -76,7 +76,8 @@ func parseDuration(s string) (time.Duration, error) {
 			return 0, fmt.Errorf("invalid duration %q: unknown unit %q", s, rest[i:j])
 		}
 		total += n * unit
-		if total > math.MaxInt64 || math.IsNaN(total) {
+		// float64(math.MaxInt64) is 2^63, one past the largest Duration.
+		if total >= math.MaxInt64 || math.IsNaN(total) {
 			return 0, fmt.Errorf("invalid duration %q: too long", s)
 		}
 		rest = rest[j:]

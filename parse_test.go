@@ -28,6 +28,10 @@ func TestParseAge(t *testing.T) {
 		{"-7d", time.Time{}, false},
 		{"2026-13-01", time.Time{}, false},
 		{"99999999999999999w", time.Time{}, false},
+		// 2^63 ns exactly, which float64(math.MaxInt64) equals: would wrap.
+		{"9223372036.854775808s", time.Time{}, false},
+		{"2400-01-01", time.Date(2400, 1, 1, 0, 0, 0, 0, time.Local), true},
+		{"1900-01-01T00:00:00Z", time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC), true},
 	} {
 		got, err := parseAge(tc.in, now)
 		if (err == nil) != tc.ok {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -15,8 +16,9 @@ const exitLocked = 75
 
 // takeLock takes an exclusive flock on path before anything is touched. The lock
 // belongs to the open descriptor, so it dies with the process: no stale PID
-// files. With wait > 0 it retries until the deadline.
-func takeLock(path string, wait time.Duration) (int, error) {
+// files. With wait > 0 it retries until the deadline, or until ctx is done (a
+// signal ends the wait).
+func takeLock(ctx context.Context, path string, wait time.Duration) (int, error) {
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0o644)
 	if err != nil {
 		return -1, err
@@ -35,7 +37,14 @@ func takeLock(path string, wait time.Duration) (int, error) {
 			unix.Close(fd)
 			return -1, errLockBusy
 		}
-		time.Sleep(min(100*time.Millisecond, time.Until(deadline)+time.Millisecond))
+		t := time.NewTimer(min(100*time.Millisecond, time.Until(deadline)+time.Millisecond))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			unix.Close(fd)
+			return -1, ctx.Err()
+		}
 	}
 }
 
@@ -80,7 +89,7 @@ func setIonice(class, level int) error {
 
 // applyProcess sets --nice and --ionice, and takes --lock. It returns a usage
 // error, an exitError, or nil.
-func applyProcess(cmd string, o *engineOpts, stderr interface{ Write([]byte) (int, error) }) error {
+func applyProcess(ctx context.Context, cmd string, o *engineOpts, stderr interface{ Write([]byte) (int, error) }) error {
 	if o.nice != 0 {
 		if o.nice < -20 || o.nice > 19 {
 			return usagef(cmd, "invalid --nice %d: -20 to 19", o.nice)
@@ -104,7 +113,10 @@ func applyProcess(cmd string, o *engineOpts, stderr interface{ Write([]byte) (in
 		return usagef(cmd, "--wait-lock needs --lock FILE")
 	}
 	if o.lock != "" {
-		if _, err := takeLock(o.lock, o.waitLock); err != nil {
+		if _, err := takeLock(ctx, o.lock, o.waitLock); err != nil {
+			if ctx.Err() != nil {
+				return exitError{exitFailed} // interrupted: run exits by the signal
+			}
 			fmt.Fprintf(stderr, "pbatch: %s: %s\n", quoteName(o.lock), err)
 			if err == errLockBusy {
 				return exitError{exitLocked}

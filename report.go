@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/dustin/go-humanize"
+	"golang.org/x/sys/unix"
 
 	"pbatch/tasks"
 )
@@ -352,9 +353,8 @@ func appendJSONRecord(b, path []byte, alg string, r *tasks.Result) []byte {
 	if r.Status == tasks.OK || r.Status == tasks.Changed {
 		b = append(b, `,"size":`...)
 		b = strconv.AppendInt(b, r.Size, 10)
-		b = append(b, `,"mtime":"`...)
-		b = time.Unix(0, r.Mtime).UTC().AppendFormat(b, "2006-01-02T15:04:05.000000000Z")
-		b = append(b, '"')
+		b = append(b, `,"mtime":`...)
+		b = appendJSONTime(b, r.Mtime)
 	}
 	if alg != "" {
 		b = append(b, `,"algorithm":"`...)
@@ -374,6 +374,15 @@ func appendJSONRecord(b, path []byte, alg string, r *tasks.Result) []byte {
 		b = appendJSONString(b, []byte(r.Err.Error()))
 	}
 	return append(b, "}\n"...)
+}
+
+// appendJSONTime appends a file time as a JSON string in RFC 3339 with
+// nanoseconds, in UTC. It goes through seconds and nanoseconds, not an int64
+// of nanoseconds, which holds only 1677-09-21 to 2262-04-11.
+func appendJSONTime(b []byte, ts unix.Timespec) []byte {
+	b = append(b, '"')
+	b = time.Unix(ts.Unix()).UTC().AppendFormat(b, "2006-01-02T15:04:05.000000000Z")
+	return append(b, '"')
 }
 
 // appendJSONName appends "key":"…" for a file name, and when the name is not

@@ -75,15 +75,19 @@ func (o *engineOpts) selection(cmd string) (selection, error) {
 			return sel, usagef(cmd, "--max-size: %s", err)
 		}
 	}
-	if !older.IsZero() || !newer.IsZero() || minSize >= 0 || maxSize >= 0 {
-		olderNs, newerNs := older.UnixNano(), newer.UnixNano()
+	// Set or not by the flag, not by IsZero: 0001-01-01T00:00:00Z is a date.
+	byOlder, byNewer := o.olderThan != "", o.newerThan != ""
+	if byOlder || byNewer || minSize >= 0 || maxSize >= 0 {
+		// Compared as (seconds, nanoseconds): an int64 of nanoseconds holds
+		// only 1677 to 2262, and a file time or a date outside that wrapped.
+		olderTs := unix.Timespec{Sec: older.Unix(), Nsec: int64(older.Nanosecond())}
+		newerTs := unix.Timespec{Sec: newer.Unix(), Nsec: int64(newer.Nanosecond())}
 		sel.stat = func(st *unix.Stat_t) bool {
-			ts := field(st)
-			t := ts.Nano()
-			if !older.IsZero() && t >= olderNs {
+			t := field(st)
+			if byOlder && !timespecLess(t, olderTs) {
 				return false
 			}
-			if !newer.IsZero() && t <= newerNs {
+			if byNewer && !timespecLess(newerTs, t) {
 				return false
 			}
 			// Sizes apply to everything but directories (a symlink's is its own,
@@ -107,6 +111,10 @@ func (o *engineOpts) selection(cmd string) (selection, error) {
 		sel.keep = func(e *walker.Entry) bool { return shardOf(e, n) == k }
 	}
 	return sel, nil
+}
+
+func timespecLess(a, b unix.Timespec) bool {
+	return a.Sec < b.Sec || a.Sec == b.Sec && a.Nsec < b.Nsec
 }
 
 // shardOf maps an entry to a shard by a stable hash (xxh64) of its path below

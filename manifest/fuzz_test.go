@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 // defaults are the -a values the fuzz targets try, picked by a fuzzed byte.
@@ -30,7 +31,7 @@ func reparse(t *testing.T, rec []byte, opt Options, want Entry) {
 
 func sameEntry(a, b Entry) bool {
 	return a.Line == b.Line && a.Name == b.Name && a.Algorithm == b.Algorithm && bytes.Equal(a.Digest, b.Digest) &&
-		a.Size == b.Size && a.Mtime == b.Mtime && a.HasMeta == b.HasMeta
+		a.Size == b.Size && a.Mtime.Equal(b.Mtime) && a.HasMeta == b.HasMeta
 }
 
 // roundTrip writes e in every style its source can have and reads it back.
@@ -98,8 +99,8 @@ func FuzzParse(f *testing.F) {
 			if strings.IndexByte(e.Name, 0) >= 0 {
 				t.Fatalf("got name %q with NUL", e.Name)
 			}
-			if !e.HasMeta && (e.Size != -1 || e.Mtime != 0) {
-				t.Fatalf("got size %d mtime %d without HasMeta", e.Size, e.Mtime)
+			if !e.HasMeta && (e.Size != -1 || !e.Mtime.IsZero()) {
+				t.Fatalf("got size %d mtime %v without HasMeta", e.Size, e.Mtime)
 			}
 			roundTrip(t, e, null)
 		}
@@ -119,7 +120,7 @@ func FuzzNameRoundTrip(f *testing.F) {
 			e := Entry{Name: string(name), Algorithm: a.name, Digest: digestOf(a.name, name), Size: -1}
 			roundTrip(t, e, false)
 			roundTrip(t, e, true)
-			e.Size, e.Mtime, e.HasMeta = int64(len(name)), int64(len(name))*1e9+7, true
+			e.Size, e.Mtime, e.HasMeta = int64(len(name)), time.Unix(int64(len(name))*1e7-1e9, 7), true
 			roundTrip(t, e, false)
 		}
 	})

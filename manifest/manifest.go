@@ -47,7 +47,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -74,9 +74,9 @@ type Entry struct {
 	Name      string // unescaped path, as it should be opened
 	Algorithm string // pbatch's name: md5 sha1 sha256 sha512 blake3 xxh64 xxh128
 	Digest    []byte
-	Size      int64 // bytes, -1 when unknown
-	Mtime     int64 // ns since the epoch, 0 when unknown
-	HasMeta   bool  // Size and Mtime are known (JSON records)
+	Size      int64     // bytes, -1 when unknown
+	Mtime     time.Time // zero when unknown
+	HasMeta   bool      // Size and Mtime are known (JSON records)
 }
 
 // Options configure a Reader.
@@ -460,11 +460,6 @@ type jsonRecord struct {
 	Status    string  `json:"status"`
 }
 
-var (
-	minTime = time.Unix(0, math.MinInt64)
-	maxTime = time.Unix(0, math.MaxInt64)
-)
-
 // parseJSON reads a JSON Lines record. Only status "ok" records are entries.
 func parseJSON(rec []byte) (Entry, bool, error) {
 	if !utf8.Valid(rec) {
@@ -519,14 +514,53 @@ func parseJSON(rec []byte) (Entry, bool, error) {
 		if *j.Size < 0 {
 			return Entry{}, false, formatError("negative size in JSON record")
 		}
-		t, err := time.Parse(time.RFC3339Nano, *j.Mtime)
-		if err != nil || t.Before(minTime) || t.After(maxTime) {
+		t, err := parseMtime(*j.Mtime)
+		if err != nil {
 			return Entry{}, false, formatError("invalid mtime in JSON record")
 		}
-		e.Size, e.Mtime, e.HasMeta = *j.Size, t.UnixNano(), true
+		e.Size, e.Mtime, e.HasMeta = *j.Size, t, true
 	}
 	return e, true, nil
 }
+
+// parseMtime reads an RFC 3339 time, and the expanded years of ISO 8601 that
+// pbatch writes for times outside 0000-9999 ("-0249-10-15T19:33:20Z",
+// "11476-08-15T05:20:00Z"; tmpfs keeps such times), which time.Parse rejects.
+// Such a year is parsed as the year with the same place in the 400-year
+// Gregorian cycle, whose calendar is the same, and moved back by whole cycles.
+func parseMtime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err == nil {
+		return t, nil
+	}
+	body, neg := strings.CutPrefix(s, "-")
+	i := strings.IndexByte(body, '-')
+	if i < 4 || !neg && i == 4 {
+		return t, err
+	}
+	for _, c := range body[:i] {
+		if c < '0' || c > '9' {
+			return t, err
+		}
+	}
+	y, perr := strconv.ParseInt(body[:i], 10, 64)
+	if perr != nil || y > maxYear {
+		return t, err
+	}
+	if neg {
+		y = -y
+	}
+	base := 2000 + (y%400+400)%400
+	t, err = time.Parse(time.RFC3339Nano, strconv.FormatInt(base, 10)+body[i:])
+	if err != nil {
+		return t, err
+	}
+	return t.AddDate(int(y-base), 0, 0), nil
+}
+
+// maxYear bounds expanded years to about what int64 seconds of a file time
+// reach (292 billion years).
+const maxYear = 292_000_000_000
 
 // Style selects the syntax Append writes.
 type Style struct {

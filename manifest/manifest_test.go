@@ -66,8 +66,8 @@ type want struct {
 	name   string
 	digest string // hex; empty: d(alg, name)
 	size   int64  // JSON records: HasMeta with this size and mtime
-	mtime  int64
-	err    error // ErrMalformed or ErrUnsupported
+	mtime  string // RFC 3339, UTC
+	err    error  // ErrMalformed or ErrUnsupported
 }
 
 func ok(line int, alg, name string) want { return want{line: line, alg: alg, name: name} }
@@ -169,7 +169,17 @@ var readerTests = []struct {
 	{name: "NUL-terminated, no escapes", opt: Options{NullTerminated: true}, in: `\` + hA + "  a\x00" + hA + "  a", want: []want{bad(1), ok(2, "sha256", "a")}},
 
 	{name: "JSON", in: `{"path":"a","size":1,"mtime":"2024-05-06T07:08:09.123456789Z","algorithm":"sha256","digest":"` + hA + `","status":"ok"}` + "\n",
-		want: []want{{line: 1, alg: "sha256", name: "a", size: 1, mtime: time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.UTC).UnixNano()}}},
+		want: []want{{line: 1, alg: "sha256", name: "a", size: 1, mtime: "2024-05-06T07:08:09.123456789Z"}}},
+	{name: "JSON, times an int64 of ns cannot hold", in: `{"path":"a","size":1,"mtime":"2400-01-01T00:00:00.5Z","algorithm":"sha256","digest":"` + hA + `","status":"ok"}` + "\n" +
+		`{"path":"b","size":2,"mtime":"1900-01-01T00:00:00+01:00","algorithm":"sha256","digest":"` + hA + `","status":"ok"}` + "\n",
+		want: []want{{line: 1, alg: "sha256", name: "a", digest: hA, size: 1, mtime: "2400-01-01T00:00:00.5Z"},
+			{line: 2, alg: "sha256", name: "b", digest: hA, size: 2, mtime: "1899-12-31T23:00:00Z"}}},
+	{name: "JSON, years beyond 0000-9999 (ISO 8601 expanded)", in: `{"path":"a","size":1,"mtime":"11476-08-15T05:20:00.000000001Z","algorithm":"sha256","digest":"` + hA + `","status":"ok"}` + "\n" +
+		`{"path":"b","size":2,"mtime":"-0249-10-15T19:33:20Z","algorithm":"sha256","digest":"` + hA + `","status":"ok"}` + "\n" +
+		`{"path":"c","size":3,"mtime":"10000-02-29T00:00:00+02:00","algorithm":"sha256","digest":"` + hA + `","status":"ok"}` + "\n",
+		want: []want{{line: 1, alg: "sha256", name: "a", digest: hA, size: 1, mtime: "11476-08-15T05:20:00.000000001Z"},
+			{line: 2, alg: "sha256", name: "b", digest: hA, size: 2, mtime: "-0249-10-15T19:33:20Z"},
+			{line: 3, alg: "sha256", name: "c", digest: hA, size: 3, mtime: "10000-02-28T22:00:00Z"}}},
 	{name: "JSON, path_b64 wins", in: `{"path":"b\ufffd","path_b64":"Yv8=","algorithm":"md5","digest":"` + d("md5", "b\xff") + `","status":"ok"}` + "\r\n",
 		want: []want{ok(1, "md5", "b\xff")}},
 	{name: "JSON, files not hashed", in: `{"path":"x","algorithm":"sha256","status":"failed","error":"boom"}` + "\n" +
@@ -187,7 +197,7 @@ var readerTests = []struct {
 		`{"path":"a","size":-1,"mtime":"2024-05-06T07:08:09Z","algorithm":"sha256","digest":"` + hA + `","status":"ok"}` + "\n" +
 		`{"path":"a","algorithm":"sha256","digest":"` + hA + `","status":"ok"} {}` + "\n" +
 		`{"path":"a\xff","algorithm":"sha256","digest":"` + hA + `","status":"ok"}` + "\n" +
-		`{"path":"a","size":1,"mtime":"2300-01-01T00:00:00Z","algorithm":"sha256","digest":"` + hA + `","status":"ok"}` + "\n" +
+		`{"path":"a","size":1,"mtime":"10100-02-29T00:00:00Z","algorithm":"sha256","digest":"` + hA + `","status":"ok"}` + "\n" +
 		`{"path":"a","algorithm":"sha384","digest":"00","status":"ok"}` + "\n",
 		want: []want{bad(1), bad(2), bad(3), bad(4), bad(5), bad(6), bad(7), bad(8), bad(9), bad(10), bad(11), bad(12), bad(13), unsup(14)}},
 }
@@ -204,9 +214,9 @@ func result(e Entry, err error) string {
 	}
 	meta := "no meta"
 	if e.HasMeta {
-		meta = fmt.Sprintf("size %d mtime %d", e.Size, e.Mtime)
-	} else if e.Size != -1 || e.Mtime != 0 {
-		meta = fmt.Sprintf("unknown size %d mtime %d", e.Size, e.Mtime)
+		meta = fmt.Sprintf("size %d mtime %s", e.Size, e.Mtime.UTC().Format(time.RFC3339Nano))
+	} else if e.Size != -1 || !e.Mtime.IsZero() {
+		meta = fmt.Sprintf("unknown size %d mtime %v", e.Size, e.Mtime)
 	}
 	return fmt.Sprintf("line %d: %s %q %x %s", e.Line, e.Algorithm, e.Name, e.Digest, meta)
 }
@@ -223,8 +233,8 @@ func (w want) String() string {
 		digest = d(w.alg, w.name)
 	}
 	meta := "no meta"
-	if w.size != 0 || w.mtime != 0 {
-		meta = fmt.Sprintf("size %d mtime %d", w.size, w.mtime)
+	if w.size != 0 || w.mtime != "" {
+		meta = fmt.Sprintf("size %d mtime %s", w.size, w.mtime)
 	}
 	return fmt.Sprintf("line %d: %s %q %s %s", w.line, w.alg, w.name, digest, meta)
 }
@@ -508,7 +518,7 @@ func appendJSON(b []byte, e Entry) []byte {
 	}
 	if e.HasMeta {
 		rec["size"] = e.Size
-		rec["mtime"] = time.Unix(0, e.Mtime).UTC().Format("2006-01-02T15:04:05.000000000Z")
+		rec["mtime"] = e.Mtime.UTC().Format("2006-01-02T15:04:05.000000000Z")
 	}
 	j, err := json.Marshal(rec)
 	if err != nil {
@@ -542,6 +552,37 @@ func TestAppend(t *testing.T) {
 		got, err := Append(nil, tt.e, tt.style)
 		if string(got) != tt.want || !errors.Is(err, tt.err) {
 			t.Errorf("Append(%q, %s, %+v) = %q, %v; want %q, %v", tt.e.Name, tt.e.Algorithm, tt.style, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+func TestParseMtime(t *testing.T) {
+	for _, tc := range []struct {
+		in        string
+		sec, nsec int64 // as stat reports it (date -u -d TIME +%s)
+		ok        bool
+	}{
+		{"2024-05-06T07:08:09.5Z", 1714979289, 5e8, true},
+		{"2400-01-01T00:00:00Z", 13569465600, 0, true},
+		{"1900-01-01T00:00:00Z", -2208988800, 0, true},
+		{"11476-08-15T05:20:00.000000001Z", 300000000000, 1, true},
+		{"-0249-10-15T19:33:20Z", -70000000000, 0, true},
+		{"10000-02-29T00:00:00Z", 253407398400, 0, true},
+		{"10100-02-29T00:00:00Z", 0, 0, false}, // not a leap year
+		{"0999-01-01T00:00:00Z", -30641760000, 0, true},
+		{"999-01-01T00:00:00Z", 0, 0, false},
+		{"+10000-01-01T00:00:00Z", 0, 0, false},
+		{"1e5-01-01T00:00:00Z", 0, 0, false},
+		{"999999999999999-01-01T00:00:00Z", 0, 0, false},
+		{"yesterday", 0, 0, false},
+	} {
+		got, err := parseMtime(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("parseMtime(%q): err %v, want ok=%v", tc.in, err, tc.ok)
+			continue
+		}
+		if tc.ok && (got.Unix() != tc.sec || int64(got.Nanosecond()) != tc.nsec) {
+			t.Errorf("parseMtime(%q) = %d.%09d, want %d.%09d", tc.in, got.Unix(), got.Nanosecond(), tc.sec, tc.nsec)
 		}
 	}
 }

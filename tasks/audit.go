@@ -9,8 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-
-	"golang.org/x/sys/unix"
+	"time"
 
 	"pbatch/manifest"
 	"pbatch/walker"
@@ -168,7 +167,7 @@ func (w *auditWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 		switch {
 		case bytes.Equal(sum, ie.Digest):
 			r.Verdict = VerdictOK
-		case ie.HasMeta && r.Size == ie.Size && r.Mtime == ie.Mtime:
+		case ie.HasMeta && r.Size == ie.Size && ie.Mtime.Equal(time.Unix(r.Mtime.Unix())):
 			r.Verdict = VerdictDamaged
 		default:
 			r.Verdict = VerdictModified
@@ -176,13 +175,13 @@ func (w *auditWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 	default:
 		r.Verdict = VerdictNew
 		// Moved: the same content is listed under a path that no longer exists.
-		// Deciding now, by lstat, means an audit never holds the new files.
+		// Deciding now, by lstat, means an audit never holds the new files. An
+		// old path whose lookup fails is not taken: Finish reports it.
 		for _, old := range w.t.ix.byDigest[alg+":"+string(sum)] {
 			if old.seen.Load() || old.consumed.Load() {
 				continue
 			}
-			var st unix.Stat_t
-			if err := unix.Lstat(old.Name, &st); err != unix.ENOENT {
+			if there, err := present(old.Name); there || err != nil {
 				continue
 			}
 			if old.consumed.CompareAndSwap(false, true) {
@@ -208,11 +207,15 @@ func (t *Audit) Finish(ctx context.Context) []Result {
 		}
 		// Not walked is not missing: a filter, -x or --max-depth may have left it
 		// out, or it lies outside the PATHs audited.
-		var st unix.Stat_t
-		if err := unix.Lstat(ie.Name, &st); err != unix.ENOENT {
+		if !t.under(ie.Name) {
 			continue
 		}
-		if !t.under(ie.Name) {
+		there, err := present(ie.Name)
+		if there {
+			continue
+		}
+		if err != nil {
+			rs = append(rs, Result{Entry: walker.NamedEntry(ie.Name, nil), Status: Failed, Err: err})
 			continue
 		}
 		rs = append(rs, Result{

@@ -214,7 +214,7 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 		r.Status, r.Err = Skipped, skipReason(typeOf(before.Mode))
 		return
 	}
-	r.Mtime = before.Mtim.Nano()
+	r.Mtime = before.Mtim
 	if t.opt.Remove && before.Nlink > 1 {
 		r.Status, r.Err = Skipped, errHardlinkRm
 		return

@@ -57,6 +57,11 @@ func (rd *reader) read(ctx context.Context, e *walker.Entry, w io.Writer, r *Res
 		return false
 	}
 	fd, err := e.Open(rd.Follow)
+	if err == unix.ENAMETOOLONG && e.Root.Fd() < 0 {
+		// A path named outright (a PATH argument, a manifest line) beyond
+		// PATH_MAX: opened in pieces, as the walk reaches such files.
+		fd, err = openLong(e.Root.Path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY)
+	}
 	if err != nil {
 		err = walker.OpenErr(e, err, rd.Follow)
 		if err == walker.ErrVanished {
@@ -79,7 +84,7 @@ func (rd *reader) read(ctx context.Context, e *walker.Entry, w io.Writer, r *Res
 		r.Status, r.Err = Skipped, skipReason(typeOf(before.Mode))
 		return false
 	}
-	r.Mtime = before.Mtim.Nano()
+	r.Mtime = before.Mtim
 	var n int64
 	for {
 		if ctx.Err() != nil {
@@ -142,7 +147,7 @@ func (rd *reader) digest(ctx context.Context, e *walker.Entry, alg string, h has
 		if st, err := e.Stat(rd.Follow || e.Rel == ""); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
 			if d, ok := rd.cr.Get(rd.key, cache.MetaOf(&st), r.Sum[:0]); ok {
 				r.SumLen = uint8(len(d))
-				r.Size, r.Mtime = st.Size, st.Mtim.Nano()
+				r.Size, r.Mtime = st.Size, st.Mtim
 				return true
 			}
 		}

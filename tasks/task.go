@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 
+	"golang.org/x/sys/unix"
+
 	"pbatch/walker"
 )
 
@@ -51,9 +53,9 @@ func (s Status) IsFailure() bool { return s == Failed || s == Changed }
 type Result struct {
 	Entry  walker.Entry
 	Status Status
-	Err    error // reason, for every status but OK
-	Size   int64 // bytes read
-	Mtime  int64 // ns since the epoch, from the fstat before reading
+	Err    error         // reason, for every status but OK
+	Size   int64         // bytes read
+	Mtime  unix.Timespec // from the fstat before reading: an int64 of ns would wrap past 2262
 	Sum    [64]byte
 	SumLen uint8
 
