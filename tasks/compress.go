@@ -496,6 +496,9 @@ func (t *Compress) publishedLocked(st *unix.Stat_t) bool {
 func removeOriginal(dirfd int, name string, in int, before *unix.Stat_t, dir string) (Status, error) {
 	var now unix.Stat_t
 	if err := unix.Fstat(in, &now); err != nil || !sameContent(&now, before) || now.Ctim != before.Ctim {
+		if err == nil && now.Nlink == 0 {
+			return Changed, errors.New("file replaced or removed after it was read: nothing removed, output kept")
+		}
 		return Changed, errors.New("file changed after it was read: original kept next to the output")
 	}
 	var priv string
