@@ -543,3 +543,42 @@ func TestCompressErrorsNamed(t *testing.T) {
 		}
 	})
 }
+
+// TestCompressRmSecondSignal: a second signal ends pbatch at once, but not
+// between the rename of an original to its private name and the unlink or
+// the rename back: a file renamed over the original must not be left under a
+// temporary name (which the documentation says is safe to delete). strace
+// holds every renameat2 for a second; the test swaps the original while
+// pbatch takes it, and signals twice while it puts the new file back.
+func TestCompressRmSecondSignal(t *testing.T) {
+	czNeed(t, "zstd")
+	dir := fastTempDir(t)
+	old, repl := czText(83, 64<<10), []byte("renamed over the original\n")
+	czWrite(t, filepath.Join(dir, "f"), old, 0o644)
+	cmd, _, stderr := czStraceStart(t, dir, []string{"trace=renameat2", "inject=renameat2:delay_enter=1000000"},
+		"compress", "-w", "1", "--rm", "--format", "zstd", "f")
+	czWaitFile(t, filepath.Join(dir, "f.zst"), cmd) // the publishing rename is done
+	time.Sleep(300 * time.Millisecond)              // into the delay of the rename to the private name
+	czSwap(t, filepath.Join(dir, "f"), repl)
+	time.Sleep(1200 * time.Millisecond) // into the delay of the rename back
+	// strace passes signals on to its tracee.
+	pid := cmd.Process.Pid
+	if out, err := exec.Command("pgrep", "-P", strconv.Itoa(pid)).Output(); err == nil {
+		if p, err := strconv.Atoi(strings.Fields(string(out))[0]); err == nil {
+			pid = p
+		}
+	}
+	unix.Kill(pid, unix.SIGTERM)
+	time.Sleep(50 * time.Millisecond)
+	unix.Kill(pid, unix.SIGTERM)
+	cmd.Wait()
+	if strings.Contains(stderr.String(), "ptrace") {
+		t.Skipf("strace cannot trace here: %s", stderr)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "f"))
+	if err != nil || !bytes.Equal(b, repl) {
+		t.Errorf("the file renamed over f is not back under its name (%v, %.30q); temporary files: %q\n%s",
+			err, b, czTemps(t, dir), stderr)
+	}
+	czNoTemps(t, dir)
+}

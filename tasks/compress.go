@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/gzip"
@@ -24,8 +25,10 @@ import (
 
 // TempPrefix starts the name of every temporary file compress and decompress
 // create, in the directory of the file they work on: ".pbatch-tmp-" followed by
-// 12 hex digits. Such files are never taken as input, and one left by a crash
-// can be removed safely.
+// 12 hex digits. --rm also moves an original to such a name for the instant
+// between checking and unlinking it, after its output was made durable. Such
+// files are never taken as input, and one left by a crash can be removed
+// safely.
 const TempPrefix = ".pbatch-tmp-"
 
 // bigFile is the size from which one file is compressed on several cores.
@@ -214,13 +217,17 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 
 	dirfd, name, err := e.OpenParent()
 	if err != nil {
-		r.Status, r.Err = statusOf(e, err)
+		if r.Status, r.Err = statusOf(e, err); r.Status == Failed {
+			r.Err = fmt.Errorf("cannot open its directory: %w", r.Err)
+		}
 		return
 	}
 	defer unix.Close(dirfd)
 	in, err := openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY)
 	if err != nil {
-		r.Status, r.Err = statusOf(e, err)
+		if r.Status, r.Err = statusOf(e, err); r.Status == Failed {
+			r.Err = fmt.Errorf("cannot open it: %w", r.Err)
+		}
 		if err == unix.ELOOP {
 			r.Status, r.Err = Skipped, skipReason(walker.Symlink)
 		}
@@ -494,6 +501,10 @@ func (t *Compress) publishedLocked(st *unix.Stat_t) bool {
 // is put back. The rename changes the ctime, so the ctime is checked through
 // the descriptor just before it.
 func removeOriginal(dirfd int, name string, in int, before *unix.Stat_t, dir string) (Status, error) {
+	// From the rename to the unlink or the rename back, the name is elsewhere:
+	// a second signal, which ends the process at once, waits for this.
+	removing.RLock()
+	defer removing.RUnlock()
 	var now unix.Stat_t
 	if err := unix.Fstat(in, &now); err != nil || !sameContent(&now, before) || now.Ctim != before.Ctim {
 		if err == nil && now.Nlink == 0 {
@@ -534,6 +545,25 @@ func removeOriginal(dirfd int, name string, in int, before *unix.Stat_t, dir str
 		return Changed, fmt.Errorf("%v; it is now %s: cannot rename it back: %w", err, joinPath(dir, priv), perr)
 	}
 	return Changed, err
+}
+
+// removing is held (shared) by every removal in progress.
+var removing sync.RWMutex
+
+// HoldRemovals waits, at most timeout, for the removals of originals in
+// progress to end, and keeps new ones from starting: the process is about to
+// exit at once (a second signal), and must not leave an original, or a file
+// renamed over it, under a temporary name.
+func HoldRemovals(timeout time.Duration) {
+	held := make(chan struct{})
+	go func() {
+		removing.Lock()
+		close(held)
+	}()
+	select {
+	case <-held:
+	case <-time.After(timeout):
+	}
 }
 
 func sameContent(a, b *unix.Stat_t) bool {
