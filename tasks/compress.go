@@ -346,10 +346,12 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 			return
 		}
 	}
-	var tst unix.Stat_t
-	if err := unix.Fstat(tfd, &tst); err != nil {
-		r.Status, r.Err = Failed, fmt.Errorf("cannot stat the temporary file %s: %w", joinPath(dir, tmp), err)
-		return
+	var tst unix.Stat_t // with --force, to know the output as this run's
+	if t.opt.Force {
+		if err := unix.Fstat(tfd, &tst); err != nil {
+			r.Status, r.Err = Failed, fmt.Errorf("cannot stat the temporary file %s: %w", joinPath(dir, tmp), err)
+			return
+		}
 	}
 	if err := fsync(tfd); err != nil {
 		r.Status, r.Err = Failed, fmt.Errorf("cannot fsync the temporary file %s: %w", joinPath(dir, tmp), err)
@@ -532,19 +534,20 @@ func removeOriginal(dirfd int, name string, in int, before *unix.Stat_t, dir str
 		return Failed, errors.New("cannot remove it (output kept): no free temporary name")
 	}
 	var got unix.Stat_t
+	status := Changed
 	err := unix.Fstatat(dirfd, priv, &got, unix.AT_SYMLINK_NOFOLLOW)
 	if err == nil && got.Dev == before.Dev && got.Ino == before.Ino && sameContent(&got, before) {
 		if err = unix.Unlinkat(dirfd, priv, 0); err == nil {
 			return OK, nil
 		}
-		err = fmt.Errorf("cannot remove it (output kept): %w", err)
+		status, err = Failed, fmt.Errorf("cannot remove it (output kept): %w", err)
 	} else {
 		err = errors.New("file replaced after it was read: the new file is kept, and the output of the old one")
 	}
 	if perr := unix.Renameat2(dirfd, priv, dirfd, name, unix.RENAME_NOREPLACE); perr != nil {
-		return Changed, fmt.Errorf("%v; it is now %s: cannot rename it back: %w", err, joinPath(dir, priv), perr)
+		return status, fmt.Errorf("%v; it is now %s: cannot rename it back to its name: %w", err, joinPath(dir, priv), perr)
 	}
-	return Changed, err
+	return status, err
 }
 
 // removing is held (shared) by every removal in progress.
