@@ -35,8 +35,8 @@ func czZstdBytes(t *testing.T, b []byte) []byte {
 	return enc.EncodeAll(b, nil)
 }
 
-// czStraceRun runs pbatch in dir under strace -f with the given -e
-// expressions, started; the caller waits.
+// czStraceStart starts pbatch in dir under strace -f with the given -e
+// expressions; the caller waits.
 func czStraceStart(t *testing.T, dir string, exprs []string, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
 	t.Helper()
 	czNeed(t, "strace")
@@ -203,8 +203,8 @@ func TestCompressRmSwap(t *testing.T) {
 	}{
 		{"unlinkat", "unlinkat:delay_enter=1000000", false, -1, ""},
 		{"unlinkat-decompress", "unlinkat:delay_enter=1000000", true, -1, ""},
-		{"renameat2", "renameat2:delay_enter=700000", false, 1, "file replaced after it was read: the new file is kept"},
-		{"renameat2-decompress", "renameat2:delay_enter=700000", true, 1, "file replaced after it was read: the new file is kept"},
+		{"renameat2", "renameat2:delay_enter=1000000", false, 1, "file replaced after it was read: the new file is kept"},
+		{"renameat2-decompress", "renameat2:delay_enter=1000000", true, 1, "file replaced after it was read: the new file is kept"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := fastTempDir(t)
@@ -222,7 +222,7 @@ func TestCompressRmSwap(t *testing.T) {
 			czWaitFile(t, filepath.Join(dir, out), cmd)
 			// Into the delay of the call after the publishing rename: the
 			// unlinkat, or the rename of the original to its private name.
-			time.Sleep(150 * time.Millisecond)
+			time.Sleep(300 * time.Millisecond)
 			czSwap(t, filepath.Join(dir, in), repl)
 			code := czExit(t, cmd.Wait(), stderr.String())
 			if c.wantCode >= 0 && code != c.wantCode || code > 1 {
