@@ -879,7 +879,7 @@ const aclAccess = "system.posix_acl_access"
 // listXattrs appends the NUL-terminated names of fd's extended attributes to
 // buf. A filesystem without xattrs has none.
 func listXattrs(fd int, buf []byte) ([]byte, error) {
-	for {
+	for range 10 { // then something keeps adding xattrs: give up
 		size, err := unix.Flistxattr(fd, nil)
 		if err == unix.ENOTSUP || err == unix.EOPNOTSUPP || size == 0 {
 			return buf[:0], nil
@@ -899,6 +899,7 @@ func listXattrs(fd int, buf []byte) ([]byte, error) {
 		}
 		return buf[:size], nil
 	}
+	return buf[:0], unix.ERANGE
 }
 
 func xattrNames(list []byte) iter.Seq[string] {
@@ -947,7 +948,7 @@ func copyXattrs(in, out int, list []byte) error {
 		if !carried(name) {
 			continue
 		}
-		for {
+		for try := 0; ; try++ {
 			n, err := unix.Fgetxattr(in, name, nil)
 			if err == unix.ENODATA {
 				break // removed since it was listed
@@ -958,7 +959,7 @@ func copyXattrs(in, out int, list []byte) error {
 			if cap(val) < n {
 				val = make([]byte, n)
 			}
-			if n, err = unix.Fgetxattr(in, name, val[:n]); err == unix.ERANGE {
+			if n, err = unix.Fgetxattr(in, name, val[:n]); err == unix.ERANGE && try < 10 {
 				continue // grown meanwhile
 			} else if err != nil {
 				return fmt.Errorf("cannot read xattr %s: %w", name, err)
