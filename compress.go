@@ -13,16 +13,21 @@ import (
 
 const compressSafety = `Nothing is lost: output goes to a temporary file in the same directory (named
 ` + tasks.TempPrefix + `XXXXXXXXXXXX, created O_EXCL|O_NOFOLLOW, mode 0600), which is
-fsynced and closed, given the input's owner, group, permission bits (special bits
-dropped), user xattrs, POSIX ACL and atime/mtime (ns), then published with a
-no-replace rename and the directory fsynced. No file under the final name is ever
-partial, even after SIGKILL. An existing output name is never opened or followed
-(--force replaces it by rename only). --rm removes the original only after all that,
-only if its name still holds the same unchanged inode, and (compress) only after the
-output was decoded and compared with the input (unless --no-verify). Symlinks,
-special files and pbatch's temporary files are skipped; with --rm, so are files with
-several hard links and setuid/setgid files. Any write, fsync or close error (ENOSPC,
-EDQUOT, EFBIG, EIO) fails that file: temporary file removed, original untouched.`
+given the input's owner, group, user xattrs and POSIX ACL while still 0600, then
+its permission bits (special bits dropped) and atime/mtime (ns), fsynced and
+closed, then published with a no-replace rename and the directory fsynced. No
+file under the final name is ever partial, even after SIGKILL. An existing output
+name is never opened or followed; --force replaces it by rename only, and never
+an output this run wrote: one run never publishes two inputs (f.gz and f.zst,
+t.tgz and t.tar.gz) onto one name. --rm removes the original only after all that,
+(compress) only after the output was decoded and compared with the input (unless
+--no-verify), and only the inode that was read: the name is first renamed to a
+temporary name, that inode checked and unlinked, and a file renamed over the
+original meanwhile is put back. Symlinks, special files and pbatch's temporary
+files are skipped; with --rm, so are files with several hard links, setuid/setgid
+files, and files with xattrs the output would not get (file capabilities,
+trusted.*). Any write, fsync or close error (ENOSPC, EDQUOT, EFBIG, EIO) fails
+that file: temporary file removed, original untouched.`
 
 func compressCommands(stdin io.Reader, stdout, stderr io.Writer) []*cli.Command {
 	var c struct {

@@ -1263,7 +1263,7 @@ func TestCompressENOSPC(t *testing.T) {
 				t.Errorf("stdout %q, want only the file that fits", stdout)
 			}
 			for _, name := range []string{"random300k", "random600k"} {
-				if !strings.Contains(stderr, "pbatch: small-fs/"+name+": no space left on device\n") {
+				if !strings.Contains(stderr, "pbatch: small-fs/"+name+": cannot write the temporary file in small-fs: no space left on device\n") {
 					t.Errorf("stderr lacks ENOSPC for %s:\n%s", name, stderr)
 				}
 				if got := czRead(t, filepath.Join(m, name)); !bytes.Equal(got, files[name]) {
@@ -1327,8 +1327,8 @@ func TestCompressEFBIG(t *testing.T) {
 				}
 				t.Errorf("exit: %v, want 1\n%s", err, stderr.String())
 			}
-			if !strings.Contains(stderr.String(), "pbatch: ./big: file too large\n") {
-				t.Errorf("stderr:\n%s\nwant ./big: file too large", stderr.String())
+			if !strings.Contains(stderr.String(), "pbatch: ./big: cannot write the temporary file in .: file too large\n") {
+				t.Errorf("stderr:\n%s\nwant ./big: cannot write the temporary file in .: file too large", stderr.String())
 			}
 			ext := map[string]string{"gzip": ".gz", "zstd": ".zst"}[format]
 			if stdout.String() != "./small"+ext+"\n" {
@@ -1839,7 +1839,7 @@ func czStrace(t *testing.T, dir string, args ...string) []string {
 	czNeed(t, "strace")
 	log := filepath.Join(t.TempDir(), "strace.log")
 	st := append([]string{"-f", "-qq", "-o", log, "-e",
-		"trace=openat,fsync,fdatasync,close,renameat,renameat2,unlinkat,utimensat,fchown,fchmod,fsetxattr,write"},
+		"trace=openat,fsync,fdatasync,close,renameat,renameat2,unlinkat,utimensat,fchown,fchmod,fsetxattr,fremovexattr,newfstatat,write"},
 		append([]string{pbatchBin(t)}, args...)...)
 	cmd := exec.Command("strace", st...)
 	cmd.Dir = dir
@@ -1876,8 +1876,10 @@ func czFind(lines []string, from int, re string) int {
 // the temporary file is created O_EXCL|O_NOFOLLOW 0600 in the directory; its
 // metadata and times are set, then it is fsynced and closed (close checked),
 // then published by renameat2(RENAME_NOREPLACE) (--force: a plain rename), then
-// the directory is fsynced; only after that is the original unlinked (and the
-// directory fsynced again). The output name is never opened.
+// the directory is fsynced; only after that is the original renamed to a
+// private name (no-replace), that inode checked, and that name unlinked (and
+// the directory fsynced again): never the original's name itself, which may
+// hold another file by then. The output name is never opened.
 func TestCompressSyscallOrder(t *testing.T) {
 	for _, force := range []bool{false, true} {
 		t.Run(fmt.Sprintf("force=%v", force), func(t *testing.T) {
@@ -1917,7 +1919,9 @@ func TestCompressSyscallOrder(t *testing.T) {
 					true:  `^renameat2?\(` + dirfd + `, "` + q(tmp) + `", ` + dirfd + `, "f\.gz"(, 0)?\) = 0$`,
 				}[force]},
 				{"fsync of the directory", `^fsync\(` + dirfd + `\) = 0$`},
-				{"unlink of the original", `^unlinkat\(` + dirfd + `, "f", 0\) = 0$`},
+				{"rename of the original to a private name", `^renameat2\(` + dirfd + `, "f", ` + dirfd + `, "\.pbatch-tmp-[0-9a-f]{12}", RENAME_NOREPLACE\) = 0$`},
+				{"check of the inode under the private name", `^newfstatat\(` + dirfd + `, "\.pbatch-tmp-[0-9a-f]{12}", .*AT_SYMLINK_NOFOLLOW\) = 0$`},
+				{"unlink of the private name", `^unlinkat\(` + dirfd + `, "\.pbatch-tmp-[0-9a-f]{12}", 0\) = 0$`},
 				{"fsync of the directory after the unlink", `^fsync\(` + dirfd + `\) = 0$`},
 			}
 			at := open
@@ -1931,8 +1935,15 @@ func TestCompressSyscallOrder(t *testing.T) {
 			if i := czFind(lines, 0, `^openat\(.*"f\.gz"`); i >= 0 {
 				t.Errorf("the output name was opened: %s", lines[i])
 			}
-			if i := czFind(lines, 0, `^unlinkat\(.*"f", `); i >= 0 && i < czFind(lines, 0, `^renameat2?\(`) {
-				t.Errorf("the original was unlinked before the output was published")
+			if i := czFind(lines, 0, `^unlinkat\(.*"f", `); i >= 0 {
+				t.Errorf("the original was unlinked by its name, which may hold another file by then: %s", lines[i])
+			}
+			// The private name unlinked is the one the original was renamed to.
+			priv := regexp.MustCompile(`"(\.pbatch-tmp-[0-9a-f]{12})"`)
+			if r, u := czFind(lines, 0, `^renameat2\(.*"f", .*RENAME_NOREPLACE`), czFind(lines, 0, `^unlinkat\(`); r >= 0 && u >= 0 {
+				if a, b := priv.FindStringSubmatch(lines[r]), priv.FindStringSubmatch(lines[u]); a == nil || b == nil || a[1] != b[1] {
+					t.Errorf("unlinked %q, not the private name the original was renamed to (%q)", lines[u], lines[r])
+				}
 			}
 			if force {
 				if got := string(czRead(t, filepath.Join(dir, "victim"))); got != "victim\n" {

@@ -12,6 +12,8 @@ import (
 	"runtime/debug"
 	"syscall"
 	"time"
+
+	"pbatch/tasks"
 )
 
 // Exit codes, documented in --help and README.md.
@@ -107,6 +109,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, syscall
 		}
 		select {
 		case s := <-sigc: // a second signal: the user means it
+			tasks.HoldRemovals(time.Second)
 			dieBy(s.(syscall.Signal))
 		case <-done:
 		}

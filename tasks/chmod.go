@@ -22,6 +22,9 @@ type Chmod struct {
 	mu       sync.Mutex
 	deferred []walker.Entry // directories whose change would lock the walk out
 	noFast   atomic.Bool    // fchmodat2 is missing: always use descriptors
+	// Whether the files' mode gives every file the same bits whatever it
+	// had: 0 not known yet, 1 yes, 2 no (see fixedFiles).
+	filesFixed atomic.Int32
 }
 
 // NewChmod returns the chmod task: files applies to regular files and dirs to
@@ -110,15 +113,38 @@ func (t *Chmod) Finish(ctx context.Context) []Result {
 	return rs
 }
 
+// fixedFiles reports whether the files' mode gives every regular file the
+// same bits whatever it had (0644, u=rw,go=r). Only then may the fast path
+// change a name it examined a moment before (rule 19): a file renamed over
+// that name meanwhile gets exactly what it would get where it was, while a
+// relative mode (g+w) would give it bits computed from another file's (0644
+// made 0664 for a file that was 0600 and should become 0620).
+func (t *Chmod) fixedFiles() bool {
+	switch t.filesFixed.Load() {
+	case 1:
+		return true
+	case 2:
+		return false
+	}
+	fixed := true
+	want := t.files.Apply(0, false, t.umask)
+	for old := uint32(1); old <= modeBits && fixed; old++ {
+		fixed = t.files.Apply(old, false, t.umask) == want
+	}
+	t.filesFixed.Store(map[bool]int32{true: 1, false: 2}[fixed])
+	return fixed
+}
+
 // fast handles a file listed from a directory that is still open with one
 // fstatat and, only if the mode differs, one fchmodat2(AT_SYMLINK_NOFOLLOW) — as
 // chmod -R does, but never through a symlink. A name swapped meanwhile for
-// another inode could only be a hard link planted by someone who owns its
-// target, so this path is taken only where hard links are allowed
-// (fs.protected_hardlinks=1, or --allow-hardlinks). It reports false when the
-// slower descriptor path must decide.
+// another inode gets the mode meant for the one examined: so this path is
+// taken only for a mode that does not depend on the old one (fixedFiles), and
+// only where hard links are allowed (fs.protected_hardlinks=1, or
+// --allow-hardlinks), as the swapped-in file may be one. It reports false when
+// the slower descriptor path must decide.
 func (t *Chmod) fast(e *walker.Entry, r *Result) bool {
-	if !t.opt.AllowHardlinks || t.noFast.Load() || e.Err != nil || e.Type != walker.File || t.files == nil {
+	if !t.opt.AllowHardlinks || t.noFast.Load() || e.Err != nil || e.Type != walker.File || t.files == nil || !t.fixedFiles() {
 		return false
 	}
 	dirfd, name, ok := e.AtBase()

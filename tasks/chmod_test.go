@@ -413,3 +413,62 @@ func TestChmodFchmodat2Fallbacks(t *testing.T) {
 		})
 	}
 }
+
+// TestChmodFastPathSwap: a file renamed over the name between the fast
+// path's fstatat and its fchmodat2 (played by a fchmodat2 that does the
+// rename first) must not get bits computed from the file examined (rule 19).
+// A relative mode (g+w) takes the descriptor path: the examined file gets
+// 0664 and the other keeps 0600 (no race left to play). An absolute mode
+// (0640) keeps the fast path: what a swapped-in file gets is then what it
+// would get in its own place.
+func TestChmodFastPathSwap(t *testing.T) {
+	real := fchmodat2
+	defer func() { fchmodat2 = real }()
+	for _, tc := range []struct {
+		mode         string
+		wantA, wantB uint32 // a: examined, b: renamed over a's name if the fast path acts
+		fast         bool
+	}{
+		{"g+w", 0o664, 0o600, false},
+		{"0640", 0o644, 0o640, true}, // a left before the change
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			root := t.TempDir()
+			os.Chmod(root, 0o755)
+			other := t.TempDir() // outside the tree, on the same filesystem
+			a, b, aside := filepath.Join(root, "a"), filepath.Join(other, "b"), filepath.Join(other, "a-moved")
+			os.WriteFile(a, []byte("a"), 0o644)
+			os.WriteFile(b, []byte("b"), 0o600)
+			os.Chmod(a, 0o644)
+			os.Chmod(b, 0o600)
+			var byName atomic.Int64
+			fchmodat2 = func(dirfd int, path string, mode uint32, flags int) error {
+				if path != "" && byName.Add(1) == 1 {
+					// The race: a moves away, b takes its name.
+					if err := os.Rename(a, aside); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.Rename(b, a); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return real(dirfd, path, mode, flags)
+			}
+			task := &Chmod{files: mustMode(t, tc.mode), umask: 0o022, opt: MetaOptions{AllowHardlinks: true}}
+			runMeta(t, task, root)
+			if (byName.Load() > 0) != tc.fast {
+				t.Errorf("fchmodat2 by name %d times; fast path wanted: %v", byName.Load(), tc.fast)
+			}
+			pa, pb := a, b
+			if byName.Load() > 0 {
+				pa, pb = aside, a
+			}
+			if got := mode(t, pa); got != tc.wantA {
+				t.Errorf("examined file: mode %04o, want %04o", got, tc.wantA)
+			}
+			if got := mode(t, pb); got != tc.wantB {
+				t.Errorf("other file: mode %04o, want %04o (bits computed from the other file's mode?)", got, tc.wantB)
+			}
+		})
+	}
+}

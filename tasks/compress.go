@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/gzip"
@@ -21,8 +24,10 @@ import (
 
 // TempPrefix starts the name of every temporary file compress and decompress
 // create, in the directory of the file they work on: ".pbatch-tmp-" followed by
-// 12 hex digits. Such files are never taken as input, and one left by a crash
-// can be removed safely.
+// 12 hex digits. --rm also moves an original to such a name for the instant
+// between checking and unlinking it, after its output was made durable. Such
+// files are never taken as input, and one left by a crash can be removed
+// safely.
 const TempPrefix = ".pbatch-tmp-"
 
 // bigFile is the size from which one file is compressed on several cores.
@@ -54,6 +59,10 @@ var (
 	errVerify        = errors.New("verification failed: the output does not decode to the input; original kept")
 )
 
+// errWrittenThisRun: names that differ in the case of their suffix, or .tgz
+// and .tar.gz, decompress to one name.
+var errWrittenThisRun = errors.New("was written by this run from another input: kept, --force replaces only outputs that existed before the run")
+
 // Compress compresses (or, Decompress, decompresses) each regular file next to
 // itself, never leaving a partial file under the final name and never removing
 // an original before its replacement is durable.
@@ -61,7 +70,19 @@ type Compress struct {
 	opt        CompressOptions
 	decompress bool
 	bigSlot    chan struct{} // held by the worker using the multi-core encoder
+
+	// With --force, the outputs this run published, so that a later input
+	// with the same output name (f.gz and f.zst, t.tgz and t.tar.gz) fails
+	// instead of replacing one (rule 20). pubMu makes each forced
+	// check-and-rename one step as far as the other workers are concerned.
+	// It grows by one entry (about 40 bytes) per output published with
+	// --force, and stays empty without it: the no-replace rename alone keeps
+	// the rule then.
+	pubMu     sync.Mutex
+	published map[fileID]struct{}
 }
+
+type fileID struct{ dev, ino uint64 }
 
 // NewCompress validates the options of compress.
 func NewCompress(opt CompressOptions) (*Compress, error) {
@@ -83,12 +104,12 @@ func NewCompress(opt CompressOptions) (*Compress, error) {
 	default:
 		return nil, fmt.Errorf("invalid format %q: gzip or zstd", opt.Format)
 	}
-	return &Compress{opt: opt, bigSlot: make(chan struct{}, 1)}, nil
+	return &Compress{opt: opt, bigSlot: make(chan struct{}, 1), published: map[fileID]struct{}{}}, nil
 }
 
 // NewDecompress returns the decompress task; the format comes from each file.
 func NewDecompress(opt CompressOptions) *Compress {
-	return &Compress{opt: opt, decompress: true, bigSlot: make(chan struct{}, 1)}
+	return &Compress{opt: opt, decompress: true, bigSlot: make(chan struct{}, 1), published: map[fileID]struct{}{}}
 }
 
 // FDsPerWorker: the input, its directory, the temp file, and the temp file
@@ -112,6 +133,8 @@ type compressWorker struct {
 	bzw  *zstd.Encoder
 	dec  decoders
 	hash *xxhash.Digest
+
+	xattrs []byte // the input's xattr names, reused
 }
 
 // zstdLevel maps 1–22 onto the encoder's four speeds (as zstd's CLI levels
@@ -192,13 +215,17 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 
 	dirfd, name, err := e.OpenParent()
 	if err != nil {
-		r.Status, r.Err = statusOf(e, err)
+		if r.Status, r.Err = statusOf(e, err); r.Status == Failed {
+			r.Err = fmt.Errorf("cannot open its directory: %w", r.Err)
+		}
 		return
 	}
 	defer unix.Close(dirfd)
 	in, err := openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY)
 	if err != nil {
-		r.Status, r.Err = statusOf(e, err)
+		if r.Status, r.Err = statusOf(e, err); r.Status == Failed {
+			r.Err = fmt.Errorf("cannot open it: %w", r.Err)
+		}
 		if err == unix.ELOOP {
 			r.Status, r.Err = Skipped, skipReason(walker.Symlink)
 		}
@@ -207,7 +234,7 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 	defer unix.Close(in)
 	var before unix.Stat_t
 	if err := unix.Fstat(in, &before); err != nil {
-		r.Status, r.Err = Failed, err
+		r.Status, r.Err = Failed, fmt.Errorf("cannot stat it: %w", err)
 		return
 	}
 	if before.Mode&unix.S_IFMT != unix.S_IFREG {
@@ -223,13 +250,29 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 		r.Status, r.Err = Skipped, errSetID
 		return
 	}
-	if !t.opt.Force {
-		// An existing output (file, symlink, dangling symlink, directory) is never
-		// opened or followed. The no-replace rename below is the real guard; this
-		// only saves the work.
-		var st unix.Stat_t
-		if err := unix.Fstatat(dirfd, out, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+	xattrs, err := listXattrs(in, w.xattrs[:0])
+	if err != nil {
+		r.Status, r.Err = Failed, fmt.Errorf("cannot list its extended attributes: %w", err)
+		return
+	}
+	w.xattrs = xattrs
+	if t.opt.Remove {
+		if x := uncarried(xattrs); x != "" {
+			r.Status, r.Err = Skipped, skipError("skipped: carries "+x+", which the output would not (--rm would lose it)")
+			return
+		}
+	}
+	// An existing output (file, symlink, dangling symlink, directory) is never
+	// opened or followed. The renames in publish are the real guard; this only
+	// saves the work.
+	var ost unix.Stat_t
+	if err := unix.Fstatat(dirfd, out, &ost, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+		if !t.opt.Force {
 			r.Status, r.Err = Failed, fmt.Errorf("output %s %w", quoteOut(out), errOutputExists)
+			return
+		}
+		if t.publishedHere(&ost) {
+			r.Status, r.Err = Failed, fmt.Errorf("output %s %w", quoteOut(out), errWrittenThisRun)
 			return
 		}
 	}
@@ -239,43 +282,55 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 			return
 		}
 	}
+	dir := dirPath(e)
 	if t.opt.DryRun {
 		r.Size = before.Size
+		return
+	}
+	if err := publishable(dirfd); err != nil {
+		r.Status, r.Err = Failed, fmt.Errorf("cannot write in %s: %w", dir, err)
 		return
 	}
 
 	tmp, tfd, err := createTemp(dirfd)
 	if err != nil {
-		r.Status, r.Err = Failed, err
+		r.Status, r.Err = Failed, fmt.Errorf("cannot create a temporary file in %s: %w", dir, err)
 		return
 	}
 	published := false
 	defer func() {
+		if !published {
+			if err := unix.Unlinkat(dirfd, tmp, 0); err != nil && err != unix.ENOENT {
+				// Left behind: say where, and free its space if it is still open.
+				what := "left behind"
+				if tfd >= 0 && unix.Ftruncate(tfd, 0) == nil {
+					what = "left behind, emptied"
+				}
+				r.Err = fmt.Errorf("%v; temporary file %s %s: cannot remove it: %w", r.Err, joinPath(dir, tmp), what, err)
+			}
+		}
 		if tfd >= 0 {
 			unix.Close(tfd)
-		}
-		if !published {
-			unix.Unlinkat(dirfd, tmp, 0)
 		}
 	}()
 
 	sum, n, outSize, err := w.transform(ctx, in, tfd, format)
 	if err != nil {
-		r.Status, r.Err = Failed, err
+		r.Status, r.Err = Failed, ioErr(err, dir)
 		return
 	}
 	r.Size, r.OutSize = n, outSize
 	var after unix.Stat_t
 	if err := unix.Fstat(in, &after); err != nil {
-		r.Status, r.Err = Failed, err
+		r.Status, r.Err = Failed, fmt.Errorf("cannot stat it after reading: %w", err)
 		return
 	}
 	if before.Size != after.Size || before.Mtim != after.Mtim || before.Ctim != after.Ctim {
 		r.Status, r.Err = Changed, errors.New("file changed while being read: kept, no output written")
 		return
 	}
-	if err := copyMetadata(in, tfd, &before); err != nil {
-		r.Status, r.Err = Failed, fmt.Errorf("copying metadata: %w", err)
+	if err := copyMetadata(in, tfd, &before, xattrs); err != nil {
+		r.Status, r.Err = Failed, fmt.Errorf("cannot copy metadata to the temporary file %s: %w", joinPath(dir, tmp), err)
 		return
 	}
 	if t.opt.Remove && !t.opt.NoVerify && !t.decompress {
@@ -286,52 +341,231 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 			return
 		}
 	}
+	var tst unix.Stat_t // with --force, to know the output as this run's
+	if t.opt.Force {
+		if err := unix.Fstat(tfd, &tst); err != nil {
+			r.Status, r.Err = Failed, fmt.Errorf("cannot stat the temporary file %s: %w", joinPath(dir, tmp), err)
+			return
+		}
+	}
 	if err := fsync(tfd); err != nil {
-		r.Status, r.Err = Failed, fmt.Errorf("fsync: %w", err)
+		r.Status, r.Err = Failed, fmt.Errorf("cannot fsync the temporary file %s: %w", joinPath(dir, tmp), err)
 		return
 	}
 	if err := unix.Close(tfd); err != nil {
 		tfd = -1
-		r.Status, r.Err = Failed, fmt.Errorf("close: %w", err)
+		r.Status, r.Err = Failed, fmt.Errorf("cannot close the temporary file %s: %w", joinPath(dir, tmp), err)
 		return
 	}
 	tfd = -1
-	if t.opt.Force {
-		err = unix.Renameat(dirfd, tmp, dirfd, out)
-	} else {
-		err = unix.Renameat2(dirfd, tmp, dirfd, out, unix.RENAME_NOREPLACE)
-	}
-	if err != nil {
-		if err == unix.EEXIST {
-			err = fmt.Errorf("output %s %w", quoteOut(out), errOutputExists)
-		}
+	if err := t.publish(dirfd, dir, tmp, out, fileID{tst.Dev, tst.Ino}); err != nil {
 		r.Status, r.Err = Failed, err
 		return
 	}
 	published = true
 	if err := fsync(dirfd); err != nil {
-		r.Status, r.Err = Failed, fmt.Errorf("fsync of the directory: %w", err)
+		r.Status, r.Err = Failed, fmt.Errorf("cannot fsync the directory %s: %w", dir, err)
 		return
 	}
 	if !t.opt.Remove {
 		return
 	}
-	// Remove the original only if its name still holds the inode that was read,
-	// unchanged since.
-	var now unix.Stat_t
-	if err := unix.Fstatat(dirfd, name, &now, unix.AT_SYMLINK_NOFOLLOW); err != nil ||
-		now.Dev != before.Dev || now.Ino != before.Ino || now.Size != before.Size ||
-		now.Mtim != before.Mtim || now.Ctim != before.Ctim {
-		r.Status, r.Err = Changed, errors.New("file changed after it was read: original kept next to the output")
-		return
-	}
-	if err := unix.Unlinkat(dirfd, name, 0); err != nil {
-		r.Status, r.Err = Failed, fmt.Errorf("removing the original (output kept): %w", err)
+	if r.Status, r.Err = removeOriginal(dirfd, name, in, &before, dir); r.Err != nil {
 		return
 	}
 	if err := fsync(dirfd); err != nil {
-		r.Status, r.Err = Failed, fmt.Errorf("fsync of the directory: %w", err)
+		r.Status, r.Err = Failed, fmt.Errorf("cannot fsync the directory %s: %w", dir, err)
 	}
+}
+
+// dirPath is the directory of e as the user named it, for messages.
+func dirPath(e *walker.Entry) string {
+	p := e.Path()
+	switch i := strings.LastIndexByte(p, '/'); i {
+	case -1:
+		return "."
+	case 0:
+		return "/"
+	default:
+		return p[:i]
+	}
+}
+
+func joinPath(dir, name string) string {
+	if dir == "/" {
+		return "/" + name
+	}
+	return dir + "/" + name
+}
+
+const (
+	fsImmutableFL = 0x10 // FS_IMMUTABLE_FL, chattr +i
+	fsAppendFL    = 0x20 // FS_APPEND_FL, chattr +a
+)
+
+// publishable fails for a directory whose attributes forbid renaming a file
+// into it (append-only, immutable), before a whole temporary file is written
+// that could then be neither published nor removed. A filesystem without
+// these attributes answers ENOTTY or EOPNOTSUPP: nothing to check there.
+func publishable(dirfd int) error {
+	flags, err := unix.IoctlGetUint32(dirfd, unix.FS_IOC_GETFLAGS)
+	switch {
+	case err != nil:
+		return nil
+	case flags&fsImmutableFL != 0:
+		return errors.New("the directory is immutable (chattr +i)")
+	case flags&fsAppendFL != 0:
+		return errors.New("the directory is append-only (chattr +a): no file can be renamed into it or removed")
+	}
+	return nil
+}
+
+// readError and writeError tell which side of a transform failed, so that
+// the message names it.
+type readError struct{ err error }
+
+func (e *readError) Error() string { return e.err.Error() }
+func (e *readError) Unwrap() error { return e.err }
+
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
+
+// ioErr names the operation of a failed transform: reading the input or
+// writing the temporary file in dir. Decoder and encoder errors pass as they
+// are.
+func ioErr(err error, dir string) error {
+	var re *readError
+	var we *writeError
+	switch {
+	case errors.As(err, &we):
+		return fmt.Errorf("cannot write the temporary file in %s: %w", dir, we.err)
+	case errors.As(err, &re):
+		return fmt.Errorf("cannot read it: %w", re.err)
+	}
+	return err
+}
+
+// publish renames the finished temporary file tmp to out. Without --force the
+// rename never replaces anything. With --force it replaces an existing out
+// only if this run did not write it: the check and the rename are one step
+// for the other workers (pubMu), and nothing but a worker of this run makes
+// an output this run wrote, so the inode replaced is never one of those.
+func (t *Compress) publish(dirfd int, dir, tmp, out string, id fileID) error {
+	renameErr := func(err error) error {
+		if err == unix.EEXIST {
+			return fmt.Errorf("output %s %w", quoteOut(out), errOutputExists)
+		}
+		return fmt.Errorf("cannot rename the temporary file %s to %s: %w", joinPath(dir, tmp), quoteOut(out), err)
+	}
+	if !t.opt.Force {
+		if err := unix.Renameat2(dirfd, tmp, dirfd, out, unix.RENAME_NOREPLACE); err != nil {
+			return renameErr(err)
+		}
+		return nil
+	}
+	t.pubMu.Lock()
+	defer t.pubMu.Unlock()
+	var st unix.Stat_t
+	if unix.Fstatat(dirfd, out, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && t.publishedLocked(&st) {
+		return fmt.Errorf("output %s %w", quoteOut(out), errWrittenThisRun)
+	}
+	if err := unix.Renameat(dirfd, tmp, dirfd, out); err != nil {
+		return renameErr(err)
+	}
+	t.published[id] = struct{}{}
+	return nil
+}
+
+func (t *Compress) publishedHere(st *unix.Stat_t) bool {
+	t.pubMu.Lock()
+	defer t.pubMu.Unlock()
+	return t.publishedLocked(st)
+}
+
+func (t *Compress) publishedLocked(st *unix.Stat_t) bool {
+	_, ok := t.published[fileID{st.Dev, st.Ino}]
+	return ok
+}
+
+// removeOriginal removes name, the input read through in with the metadata
+// before, from dirfd, and only that inode: a file renamed over the name since
+// (an editor's save, a log rotation) is kept. Checking the name and then
+// unlinking it would delete whatever the name holds by then, so the name is
+// first renamed to a private one (the temporary-file pattern, no-replace),
+// the inode behind that checked, and only then unlinked; a different inode
+// is put back. The rename changes the ctime, so the ctime is checked through
+// the descriptor just before it.
+func removeOriginal(dirfd int, name string, in int, before *unix.Stat_t, dir string) (Status, error) {
+	// From the rename to the unlink or the rename back, the name is elsewhere:
+	// a second signal, which ends the process at once, waits for this.
+	removing.RLock()
+	defer removing.RUnlock()
+	var now unix.Stat_t
+	if err := unix.Fstat(in, &now); err != nil || !sameContent(&now, before) || now.Ctim != before.Ctim {
+		if err == nil && now.Nlink == 0 {
+			return Changed, errors.New("file replaced or removed after it was read: nothing removed, output kept")
+		}
+		return Changed, errors.New("file changed after it was read: original kept next to the output")
+	}
+	var priv string
+	for range 100 {
+		priv = tempName()
+		err := unix.Renameat2(dirfd, name, dirfd, priv, unix.RENAME_NOREPLACE)
+		if err == nil {
+			break
+		}
+		if err == unix.EEXIST {
+			priv = ""
+			continue
+		}
+		if err == unix.ENOENT {
+			return Changed, errors.New("file vanished after it was read: nothing removed, output kept")
+		}
+		return Failed, fmt.Errorf("cannot remove it (output kept): cannot rename it to %s: %w", joinPath(dir, priv), err)
+	}
+	if priv == "" {
+		return Failed, errors.New("cannot remove it (output kept): no free temporary name")
+	}
+	var got unix.Stat_t
+	status := Changed
+	err := unix.Fstatat(dirfd, priv, &got, unix.AT_SYMLINK_NOFOLLOW)
+	if err == nil && got.Dev == before.Dev && got.Ino == before.Ino && sameContent(&got, before) {
+		if err = unix.Unlinkat(dirfd, priv, 0); err == nil {
+			return OK, nil
+		}
+		status, err = Failed, fmt.Errorf("cannot remove it (output kept): %w", err)
+	} else {
+		err = errors.New("file replaced after it was read: the new file is kept, and the output of the old one")
+	}
+	if perr := unix.Renameat2(dirfd, priv, dirfd, name, unix.RENAME_NOREPLACE); perr != nil {
+		return status, fmt.Errorf("%v; it is now %s: cannot rename it back to its name: %w", err, joinPath(dir, priv), perr)
+	}
+	return status, err
+}
+
+// removing is held (shared) by every removal in progress.
+var removing sync.RWMutex
+
+// HoldRemovals waits, at most timeout, for the removals of originals in
+// progress to end, and keeps new ones from starting: the process is about to
+// exit at once (a second signal), and must not leave an original, or a file
+// renamed over it, under a temporary name.
+func HoldRemovals(timeout time.Duration) {
+	held := make(chan struct{})
+	go func() {
+		removing.Lock()
+		close(held)
+	}()
+	select {
+	case <-held:
+	case <-time.After(timeout):
+	}
+}
+
+func sameContent(a, b *unix.Stat_t) bool {
+	return a.Size == b.Size && a.Mtim == b.Mtim
 }
 
 func statusOf(e *walker.Entry, err error) (Status, error) {
@@ -359,11 +593,7 @@ func fsync(fd int) error {
 // existing is ever opened, O_NOFOLLOW, mode 0600 until the metadata is copied.
 func createTemp(dirfd int) (string, int, error) {
 	for range 100 {
-		var b [6]byte
-		for i := range b {
-			b[i] = byte(rand.Uint32())
-		}
-		name := TempPrefix + hex.EncodeToString(b[:])
+		name := tempName()
 		fd, err := walker.RetryOpen(func() (int, error) {
 			return unix.Openat(dirfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 		})
@@ -373,6 +603,15 @@ func createTemp(dirfd int) (string, int, error) {
 		return name, fd, err
 	}
 	return "", -1, errors.New("cannot create a temporary file")
+}
+
+// tempName is a fresh name of the TempPrefix pattern.
+func tempName() string {
+	var b [6]byte
+	for i := range b {
+		b[i] = byte(rand.Uint32())
+	}
+	return TempPrefix + hex.EncodeToString(b[:])
 }
 
 // fdWriter writes to a descriptor, checking every write (ENOSPC, EDQUOT, EFBIG,
@@ -390,7 +629,7 @@ func (w *fdWriter) Write(p []byte) (int, error) {
 			continue
 		}
 		if err != nil {
-			return done, err
+			return done, &writeError{err}
 		}
 		done += k
 		w.n += int64(k)
@@ -416,7 +655,7 @@ func (r *fdReader) Read(p []byte) (int, error) {
 			continue
 		}
 		if err != nil {
-			return 0, err
+			return 0, &readError{err}
 		}
 		if k == 0 {
 			return 0, io.EOF
@@ -557,58 +796,133 @@ func (w *compressWorker) verify(ctx context.Context, fd int, format string, want
 	return nil
 }
 
-// copyMetadata gives the output the input's owner, group, permission bits
-// (special bits dropped), user xattrs, POSIX ACL, and atime and mtime to the
-// nanosecond, all through descriptors. Ownership first: a later chown would
-// clear bits; times last: the other calls change ctime only.
-func copyMetadata(in, out int, st *unix.Stat_t) error {
+// copyMetadata gives the output the input's owner, group, user xattrs, POSIX
+// ACL, permission bits (special bits dropped), and atime and mtime to the
+// nanosecond, all through descriptors; xattrs lists the input's xattr names.
+// The output was created 0600 and stays so until owner, xattrs and ACL are in
+// place, the mode last: before that, a mode such as 0640 would let the owning
+// group read for a moment what the input's ACL (group::---) denies it.
+// Setting an ACL also sets the permission bits it implies, and the input's
+// bits are those, so the chmod after it leaves the ACL as the input's.
+// Ownership first: a later chown would clear bits; times last: the other
+// calls change ctime only.
+func copyMetadata(in, out int, st *unix.Stat_t, xattrs []byte) error {
 	if err := unix.Fchown(out, int(st.Uid), int(st.Gid)); err != nil {
-		return err
+		return fmt.Errorf("cannot set the owner: %w", err)
 	}
-	// A default ACL on the directory gave the new file an access ACL; the
-	// chmod below would widen its mask. Only the input's own ACL may apply.
-	if err := unix.Fremovexattr(out, "system.posix_acl_access"); err != nil &&
+	// A default ACL on the directory gave the new file an access ACL (inert
+	// under mode 0600); the chmod below would widen its mask. Only the
+	// input's own ACL may apply.
+	if err := unix.Fremovexattr(out, aclAccess); err != nil &&
 		err != unix.ENODATA && err != unix.ENOTSUP && err != unix.EOPNOTSUPP {
+		return fmt.Errorf("cannot remove the inherited ACL: %w", err)
+	}
+	if err := copyXattrs(in, out, xattrs); err != nil {
 		return err
 	}
 	if err := unix.Fchmod(out, st.Mode&0o777); err != nil {
-		return err
+		return fmt.Errorf("cannot set the mode: %w", err)
 	}
-	if err := copyXattrs(in, out); err != nil {
-		return err
+	if err := futimens(out, &[2]unix.Timespec{st.Atim, st.Mtim}); err != nil {
+		return fmt.Errorf("cannot set the times: %w", err)
 	}
-	return futimens(out, &[2]unix.Timespec{st.Atim, st.Mtim})
+	return nil
 }
 
-func copyXattrs(in, out int) error {
-	size, err := unix.Flistxattr(in, nil)
-	if err == unix.ENOTSUP || size == 0 {
-		return nil
+const aclAccess = "system.posix_acl_access"
+
+// listXattrs appends the NUL-terminated names of fd's extended attributes to
+// buf. A filesystem without xattrs has none.
+func listXattrs(fd int, buf []byte) ([]byte, error) {
+	for range 10 { // then something keeps adding xattrs: give up
+		size, err := unix.Flistxattr(fd, nil)
+		if err == unix.ENOTSUP || err == unix.EOPNOTSUPP || size == 0 {
+			return buf[:0], nil
+		}
+		if err != nil {
+			return buf[:0], err
+		}
+		if cap(buf) < size {
+			buf = make([]byte, size)
+		}
+		size, err = unix.Flistxattr(fd, buf[:size])
+		if err == unix.ERANGE {
+			continue // one was added meanwhile
+		}
+		if err != nil {
+			return buf[:0], err
+		}
+		return buf[:size], nil
 	}
-	if err != nil {
-		return err
+	return buf[:0], unix.ERANGE
+}
+
+func xattrNames(list []byte) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for len(list) > 0 {
+			i := bytes.IndexByte(list, 0)
+			if i < 0 {
+				i = len(list)
+			}
+			if i > 0 && !yield(string(list[:i])) {
+				return
+			}
+			list = list[min(i+1, len(list)):]
+		}
 	}
-	list := make([]byte, size)
-	if size, err = unix.Flistxattr(in, list); err != nil {
-		return err
-	}
-	var val []byte
-	for _, name := range strings.Split(string(list[:size]), "\x00") {
-		if !strings.HasPrefix(name, "user.") && name != "system.posix_acl_access" {
+}
+
+// carried: the xattrs the output gets (the input's user xattrs and ACL).
+func carried(name string) bool {
+	return strings.HasPrefix(name, "user.") || name == aclAccess
+}
+
+// uncarried names the first xattr of list that the output would not get and
+// that --rm would therefore lose with the original: file capabilities and
+// trusted.* (both grant or record privilege, as setuid bits do, which the
+// output does not carry either), other security.* labels, NFSv4 ACLs. Not
+// security.selinux: the kernel labels every new file by policy, as it does
+// the output of cp or gzip; refusing it would refuse every file on an
+// SELinux system.
+func uncarried(list []byte) string {
+	for name := range xattrNames(list) {
+		if carried(name) || name == "security.selinux" {
 			continue
 		}
-		n, err := unix.Fgetxattr(in, name, nil)
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+		if name == "security.capability" {
+			return "file capabilities (security.capability)"
 		}
-		if cap(val) < n {
-			val = make([]byte, n)
+		return "the extended attribute " + strconv.Quote(name)
+	}
+	return ""
+}
+
+func copyXattrs(in, out int, list []byte) error {
+	var val []byte
+	for name := range xattrNames(list) {
+		if !carried(name) {
+			continue
 		}
-		if n, err = unix.Fgetxattr(in, name, val[:n]); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		if err := unix.Fsetxattr(out, name, val[:n], 0); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+		for try := 0; ; try++ {
+			n, err := unix.Fgetxattr(in, name, nil)
+			if err == unix.ENODATA {
+				break // removed since it was listed
+			}
+			if err != nil {
+				return fmt.Errorf("cannot read xattr %s: %w", name, err)
+			}
+			if cap(val) < n {
+				val = make([]byte, n)
+			}
+			if n, err = unix.Fgetxattr(in, name, val[:n]); err == unix.ERANGE && try < 10 {
+				continue // grown meanwhile
+			} else if err != nil {
+				return fmt.Errorf("cannot read xattr %s: %w", name, err)
+			}
+			if err := unix.Fsetxattr(out, name, val[:n], 0); err != nil {
+				return fmt.Errorf("cannot set xattr %s: %w", name, err)
+			}
+			break
 		}
 	}
 	return nil
