@@ -69,7 +69,7 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		return err
 	}
 	// Last before any work: niceness, I/O class, and the lock.
-	if err := applyProcess(cmd, o, stderr); err != nil {
+	if err := applyProcess(parent, cmd, o, stderr); err != nil {
 		return err
 	}
 	readers, dirHandles, maxRoots, err := fitFDs(cmd, o, task, stderr)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"pbatch/cache"
 )
 
 // exitLocked is the exit code when --lock finds the lock held (EX_TEMPFAIL).
@@ -15,28 +18,35 @@ const exitLocked = 75
 
 // takeLock takes an exclusive flock on path before anything is touched. The lock
 // belongs to the open descriptor, so it dies with the process: no stale PID
-// files. With wait > 0 it retries until the deadline.
-func takeLock(path string, wait time.Duration) (int, error) {
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0o644)
+// files. The file is opened without following a symlink, created 0600 if
+// missing, never truncated, and must pass cache.CheckOwned: a lock file that
+// another user owns or can open lets that user hold it and stop every run.
+// With wait > 0 it retries until the deadline, and stops at the first signal.
+func takeLock(ctx context.Context, path string, wait time.Duration) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0o600)
+	if err == unix.ELOOP {
+		return -1, fmt.Errorf("a symlink: %w", cache.ErrNotSafe)
+	}
 	if err != nil {
 		return -1, err
 	}
-	deadline := time.Now().Add(wait)
-	for {
-		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return fd, nil
-		}
-		if err != unix.EWOULDBLOCK && err != unix.EINTR {
-			unix.Close(fd)
-			return -1, err
-		}
-		if !time.Now().Before(deadline) {
-			unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := cache.CheckOwned(&st); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := cache.WaitLock(ctx, fd, unix.LOCK_EX, wait); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, cache.ErrBusy) {
 			return -1, errLockBusy
 		}
-		time.Sleep(min(100*time.Millisecond, time.Until(deadline)+time.Millisecond))
+		return -1, err
 	}
+	return fd, nil
 }
 
 var errLockBusy = errors.New("locked by another run")
@@ -80,7 +90,7 @@ func setIonice(class, level int) error {
 
 // applyProcess sets --nice and --ionice, and takes --lock. It returns a usage
 // error, an exitError, or nil.
-func applyProcess(cmd string, o *engineOpts, stderr interface{ Write([]byte) (int, error) }) error {
+func applyProcess(ctx context.Context, cmd string, o *engineOpts, stderr interface{ Write([]byte) (int, error) }) error {
 	if o.nice != 0 {
 		if o.nice < -20 || o.nice > 19 {
 			return usagef(cmd, "invalid --nice %d: -20 to 19", o.nice)
@@ -104,7 +114,10 @@ func applyProcess(cmd string, o *engineOpts, stderr interface{ Write([]byte) (in
 		return usagef(cmd, "--wait-lock needs --lock FILE")
 	}
 	if o.lock != "" {
-		if _, err := takeLock(o.lock, o.waitLock); err != nil {
+		if _, err := takeLock(ctx, o.lock, o.waitLock); err != nil {
+			if ctx.Err() != nil {
+				return exitError{exitFailed} // a signal ended the wait: run dies by it
+			}
 			fmt.Fprintf(stderr, "pbatch: %s: %s\n", quoteName(o.lock), err)
 			if err == errLockBusy {
 				return exitError{exitLocked}
