@@ -176,27 +176,30 @@ func (c *checker) read(id uint64, depth int) ([]byte, error) {
 	for len(c.bufs) <= depth {
 		c.bufs = append(c.bufs, make([]byte, c.ps))
 	}
-	hdr := c.bufs[depth][:pageHeaderSize]
-	if _, err := c.f.ReadAt(hdr, int64(id*c.ps)); err != nil {
+	b := c.bufs[depth][:c.ps]
+	if _, err := c.f.ReadAt(b, int64(id*c.ps)); err != nil {
 		return nil, err
 	}
 	le := binary.LittleEndian
-	if got := le.Uint64(hdr); got != id {
+	if got := le.Uint64(b); got != id {
 		return nil, damagedf("page %d says it is page %d", id, got)
 	}
-	overflow := uint64(le.Uint32(hdr[12:]))
+	overflow := uint64(le.Uint32(b[12:]))
 	if overflow >= c.hwm-id || (overflow+1)*c.ps > maxSpan {
 		return nil, damagedf("page %d runs past the end (%d overflow pages)", id, overflow)
 	}
 	if err := c.mark(id, overflow+1); err != nil {
 		return nil, err
 	}
+	if overflow == 0 {
+		return b, nil
+	}
 	span := int((overflow + 1) * c.ps)
 	if cap(c.bufs[depth]) < span {
-		c.bufs[depth] = make([]byte, span)
+		c.bufs[depth] = append(c.bufs[depth][:c.ps], make([]byte, span-int(c.ps))...)
 	}
-	b := c.bufs[depth][:span]
-	if _, err := c.f.ReadAt(b, int64(id*c.ps)); err != nil {
+	b = c.bufs[depth][:span]
+	if _, err := c.f.ReadAt(b[c.ps:], int64((id+1)*c.ps)); err != nil {
 		return nil, err
 	}
 	return b, nil

@@ -351,3 +351,36 @@ func FuzzDamagedCache(f *testing.F) {
 		useDamaged(t, t.TempDir(), b)
 	})
 }
+
+// A cache truncated behind bbolt's back during a run (by something that
+// ignores its lock) faults on the pages it lost: the run goes on without it.
+func TestTruncatedWhileOpen(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.db")
+	if err := os.WriteFile(p, goodCache(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(t.Context(), p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, int64(2*os.Getpagesize())); err != nil {
+		t.Fatal(err)
+	}
+	r := db.NewReader()
+	hits := 0
+	for i := range 3000 {
+		if _, ok := r.Get(key(fmt.Sprintf("/tree/d%02d/f%05d", i%17, i), "sha256"), Meta{Dev: 1, Ino: uint64(i), Size: int64(i)}, nil); ok {
+			hits++
+		}
+	}
+	r.Release()
+	for i := range 100 {
+		db.Put(fmt.Sprintf("/new/f%05d", i), "sha256", Meta{}, make([]byte, 32))
+	}
+	if hits != 0 {
+		t.Errorf("%d hits from a truncated cache, want 0", hits)
+	}
+	if err := db.Close(); !errors.Is(err, ErrDamaged) {
+		t.Errorf("Close = %v, want ErrDamaged", err)
+	}
+}
