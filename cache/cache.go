@@ -113,6 +113,9 @@ func Open(ctx context.Context, path string, reset bool) (*DB, error) {
 	opts := &bolt.Options{
 		ReadOnly:       ro,
 		NoFreelistSync: true,
+		// The descriptor is locked already, so bbolt's flock succeeds at once;
+		// a timeout all the same, so that nothing here can wait forever.
+		Timeout: busyWait,
 		// bbolt gets the descriptor checked and locked above, never the name.
 		OpenFile: func(name string, _ int, _ os.FileMode) (*os.File, error) {
 			if handed || name != path {
