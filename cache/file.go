@@ -77,12 +77,13 @@ func CheckOwned(st *unix.Stat_t) error {
 // file is emptied through the locked descriptor (bbolt then starts a new
 // database in it), never removed by name.
 func openFile(ctx context.Context, path string, reset bool) (f *os.File, readOnly bool, why error, err error) {
-	dfd, err := openDir(filepath.Dir(path))
+	clean := filepath.Clean(path) // "dir/" names dir, not a file in it
+	dfd, err := openDir(filepath.Dir(clean))
 	if err != nil {
 		return nil, false, nil, err
 	}
 	defer unix.Close(dfd)
-	base := filepath.Base(path)
+	base := filepath.Base(clean)
 	const flags = unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC
 	var fd int
 	for range 3 {

@@ -204,6 +204,7 @@ func TestUnsafeFiles(t *testing.T) {
 		{"writable by others", "shared"},
 		{"owned by another user", "others"},
 		{"directory", "adir"},
+		{"directory with a trailing slash", "adir/"},
 		{"FIFO", "fifo"},
 	} {
 		if tc.path == "others" && os.Geteuid() != 0 {
