@@ -44,6 +44,16 @@ func openDir(dir string) (int, error) {
 	if err != nil {
 		return -1, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
+	// In a directory others can write, the new directory could have been
+	// swapped for one of theirs before it was opened.
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Uid != uint32(os.Geteuid()) {
+		unix.Close(fd)
+		if err == nil {
+			err = fmt.Errorf("owned by uid %d once created: %w", st.Uid, ErrNotSafe)
+		}
+		return -1, &os.PathError{Op: "mkdir", Path: dir, Err: err}
+	}
 	return fd, nil
 }
 
