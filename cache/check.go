@@ -103,13 +103,13 @@ func checkFile(f *os.File, size int64) error {
 	}
 	c := &checker{f: f, ps: uint64(ps), hwm: m.pgid, seen: make([]byte, (m.pgid+7)/8)}
 	c.seen[0] |= 3 // the meta pages
-	if m.freelist != noFreelist {
-		if err := c.freelist(m.freelist); err != nil {
-			return err
-		}
+	if _, err = c.page(m.root, 0, nil, nil); err != nil {
+		return err
 	}
-	_, err = c.page(m.root, 0, nil, nil)
-	return err
+	if m.freelist != noFreelist {
+		return c.freelist(m.freelist)
+	}
+	return nil
 }
 
 // pageSize finds the page size as bbolt does: from the first meta page, else
@@ -225,9 +225,15 @@ func (c *checker) freelist(id uint64) error {
 	if n > uint64(len(data))/8 {
 		return damagedf("freelist page %d lists %d pages, more than it holds", id, n)
 	}
+	// bbolt hands out the pages listed as free: each must be inside the file,
+	// and neither in use nor listed twice.
 	for i := range n {
-		if p := le.Uint64(data[i*8:]); p < 2 || p >= c.hwm {
+		p := le.Uint64(data[i*8:])
+		if p < 2 || p >= c.hwm {
 			return damagedf("freelist page %d lists page %d, outside its %d pages", id, p, c.hwm)
+		}
+		if err := c.mark(p, 1); err != nil {
+			return damagedf("freelist page %d lists page %d, which is in use", id, p)
 		}
 	}
 	return nil
