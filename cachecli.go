@@ -12,8 +12,10 @@ import (
 	"pbatch/tasks"
 )
 
-// openCache opens --cache for a run. A cache held by another run is not an
-// error: this run goes on without it and says so.
+// openCache opens --cache for a run. A cache held by another run, or one an
+// older pbatch wrote that cannot be rebuilt now, is not an error: this run goes
+// on without it and says so; one that cannot be written is used read-only, and
+// one found damaged during the run is dropped from then on, each with a line.
 func (o *engineOpts) openCache(ctx context.Context, cmd string, roots []string, ro tasks.ReadOptions, stderr io.Writer) (tasks.ReadOptions, func(), error) {
 	noop := func() {}
 	path := o.cache
@@ -24,14 +26,19 @@ func (o *engineOpts) openCache(ctx context.Context, cmd string, roots []string, 
 		}
 		path = p
 	}
-	db, err := cache.Open(path, o.cacheReset)
+	db, err := cache.Open(ctx, path, o.cacheReset)
 	switch {
-	case errors.Is(err, cache.ErrBusy):
+	case err != nil && ctx.Err() != nil:
+		return ro, noop, exitError{exitFailed} // a signal ended the wait: run dies by it
+	case errors.Is(err, cache.ErrBusy), errors.Is(err, cache.ErrOldReadOnly):
 		fmt.Fprintf(stderr, "pbatch: cache %s: %s: running without it\n", quoteName(path), err)
 		return ro, noop, nil
 	case err != nil:
 		fmt.Fprintf(stderr, "pbatch: cache %s: %s\n", quoteName(path), err)
 		return ro, noop, exitError{exitFailed}
+	}
+	if why := db.ReadOnly(); why != nil {
+		fmt.Fprintf(stderr, "pbatch: cache %s: %s: using it read-only, new digests are not saved\n", quoteName(path), why)
 	}
 	cwd, err := os.Getwd()
 	if err != nil {
@@ -62,7 +69,9 @@ func (o *engineOpts) openCache(ctx context.Context, cmd string, roots []string, 
 				}
 			}
 		}
-		if err := db.Close(); err != nil {
+		if err := db.Close(); errors.Is(err, cache.ErrDamaged) {
+			fmt.Fprintf(stderr, "pbatch: cache %s: %s; the run went on without it from there\n", quoteName(path), err)
+		} else if err != nil {
 			fmt.Fprintf(stderr, "pbatch: cache %s: %s\n", quoteName(path), err)
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"pbatch/cache"
 )
 
 // exitLocked is the exit code when --lock finds the lock held (EX_TEMPFAIL).
@@ -16,36 +18,35 @@ const exitLocked = 75
 
 // takeLock takes an exclusive flock on path before anything is touched. The lock
 // belongs to the open descriptor, so it dies with the process: no stale PID
-// files. With wait > 0 it retries until the deadline, or until ctx is done (a
-// signal ends the wait).
+// files. The file is opened without following a symlink, created 0600 if
+// missing, never truncated, and must pass cache.CheckOwned: a lock file that
+// another user owns or can open lets that user hold it and stop every run.
+// With wait > 0 it retries until the deadline, and stops at the first signal.
 func takeLock(ctx context.Context, path string, wait time.Duration) (int, error) {
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0o644)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0o600)
+	if err == unix.ELOOP {
+		return -1, fmt.Errorf("a symlink: %w", cache.ErrNotSafe)
+	}
 	if err != nil {
 		return -1, err
 	}
-	deadline := time.Now().Add(wait)
-	for {
-		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return fd, nil
-		}
-		if err != unix.EWOULDBLOCK && err != unix.EINTR {
-			unix.Close(fd)
-			return -1, err
-		}
-		if !time.Now().Before(deadline) {
-			unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := cache.CheckOwned(&st); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := cache.WaitLock(ctx, fd, unix.LOCK_EX, wait); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, cache.ErrBusy) {
 			return -1, errLockBusy
 		}
-		t := time.NewTimer(min(100*time.Millisecond, time.Until(deadline)+time.Millisecond))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			unix.Close(fd)
-			return -1, ctx.Err()
-		}
+		return -1, err
 	}
+	return fd, nil
 }
 
 var errLockBusy = errors.New("locked by another run")
@@ -115,7 +116,7 @@ func applyProcess(ctx context.Context, cmd string, o *engineOpts, stderr interfa
 	if o.lock != "" {
 		if _, err := takeLock(ctx, o.lock, o.waitLock); err != nil {
 			if ctx.Err() != nil {
-				return exitError{exitFailed} // interrupted: run exits by the signal
+				return exitError{exitFailed} // a signal ended the wait: run dies by it
 			}
 			fmt.Fprintf(stderr, "pbatch: %s: %s\n", quoteName(o.lock), err)
 			if err == errLockBusy {

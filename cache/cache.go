@@ -5,16 +5,19 @@ package cache
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,19 +26,24 @@ var (
 	ErrBusy = errors.New("in use by another run")
 	// ErrForeign means the file is not a pbatch cache (or is corrupt).
 	ErrForeign = errors.New("not a pbatch cache, or corrupt (use --cache-reset to rebuild it)")
+	// ErrOldReadOnly means the cache was written by an older pbatch, whose
+	// entries cannot be trusted, and cannot be rebuilt: the caller runs without it.
+	ErrOldReadOnly = errors.New("written by an older pbatch and cannot be written now")
 )
 
 var (
 	metaBucket    = []byte("pbatch")
 	entriesBucket = []byte("entries")
 	formatKey     = []byte("format")
-	formatValue   = []byte("pbatch-cache-v1")
+	formatValue   = []byte("pbatch-cache-v2")
+	formatV1      = []byte("pbatch-cache-v1") // entries without the time they were recorded
 	prunedKey     = []byte("pruned")
 )
 
 // Meta is what must match for a cached digest to be trusted: any change to the
 // file changes at least one of them (ctime changes on every write, rename or
-// metadata change, and cannot be set by users).
+// metadata change, and cannot be set by users) unless it happens within one
+// tick of the file system's clock after the digest was recorded (see match).
 type Meta struct {
 	Dev, Ino           uint64
 	Size, Mtime, Ctime int64
@@ -48,16 +56,23 @@ func MetaOf(st *unix.Stat_t) Meta {
 
 // DB is an open cache.
 type DB struct {
-	db     *bolt.DB
-	writes chan put
-	done   chan struct{}
-	mu     sync.Mutex
-	err    error // first write error
+	db       *bolt.DB
+	file     *os.File // bbolt's, kept to let go of the lock if bbolt cannot close
+	readOnly error    // why the cache is used read-only, or nil
+	stamp    int64    // when this run opened the cache, recorded with every entry
+	writes   chan put // nil when read-only
+	done     chan struct{}
+	broken   atomic.Bool // a fault or panic in bbolt: the cache is no longer used
+	mu       sync.Mutex
+	err      error // first damage or write error
 }
 
 type put struct {
 	key, value []byte
 }
+
+// timeNow is the clock of the entries' recording time; tests replace it.
+var timeNow = time.Now
 
 // DefaultPath is $XDG_CACHE_HOME/pbatch/cache.db, else ~/.cache/pbatch/cache.db.
 func DefaultPath() (string, error) {
@@ -68,51 +83,154 @@ func DefaultPath() (string, error) {
 	return filepath.Join(dir, "pbatch", "cache.db"), nil
 }
 
-// Open opens (or creates) the cache at path. A cache held by another run gives
-// ErrBusy after a short wait; a file that is not a pbatch cache gives ErrForeign
-// unless reset, which replaces it.
-func Open(path string, reset bool) (*DB, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+// Open opens (or creates) the cache at path; see openFile for how the file is
+// opened and locked, and checkFile for what it must look like. A cache held by
+// another run gives ErrBusy after a short wait (the cancellation cause at once
+// if ctx ends); a file or file system that cannot be written gives a cache
+// used read-only (ReadOnly says why); a file that is not a pbatch cache gives
+// ErrForeign, and a damaged one ErrDamaged, unless reset, which empties it.
+func Open(ctx context.Context, path string, reset bool) (*DB, error) {
+	f, ro, why, err := openFile(ctx, path, reset)
+	if err != nil {
 		return nil, err
 	}
-	if reset {
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if st.Size() == 0 && ro {
+		f.Close()
+		return nil, fmt.Errorf("empty, and cannot be written: %w", why)
+	}
+	if st.Size() > 0 {
+		if err := checkFile(f, st.Size()); err != nil {
+			f.Close()
 			return nil, err
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 500 * time.Millisecond, NoFreelistSync: true})
-	switch {
-	case errors.Is(err, berrors.ErrTimeout):
-		return nil, ErrBusy
-	case err != nil:
-		return nil, fmt.Errorf("%w: %v", ErrForeign, err)
+	handed := false
+	opts := &bolt.Options{
+		ReadOnly:       ro,
+		NoFreelistSync: true,
+		// The descriptor is locked already, so bbolt's flock succeeds at once;
+		// a timeout all the same, so that nothing here can wait forever.
+		Timeout: busyWait,
+		// bbolt gets the descriptor checked and locked above, never the name.
+		OpenFile: func(name string, _ int, _ os.FileMode) (*os.File, error) {
+			if handed || name != path {
+				return nil, &os.PathError{Op: "open", Path: name, Err: errors.ErrUnsupported}
+			}
+			handed = true
+			return f, nil
+		},
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		m := tx.Bucket(metaBucket)
-		if m == nil {
-			// A new file holds no bucket at all; any other bbolt file is foreign.
-			if tx.Bucket(entriesBucket) != nil || hasBuckets(tx) {
-				return ErrForeign
-			}
-			if m, err = tx.CreateBucket(metaBucket); err != nil {
-				return err
-			}
-			if err := m.Put(formatKey, formatValue); err != nil {
-				return err
-			}
-		} else if !bytes.Equal(m.Get(formatKey), formatValue) {
-			return ErrForeign
-		}
-		_, err := tx.CreateBucketIfNotExists(entriesBucket)
+	d := &DB{file: f, readOnly: why, stamp: timeNow().UnixNano()}
+	err = d.guard(func() (err error) {
+		d.db, err = bolt.Open(path, 0o600, opts)
 		return err
 	})
 	if err != nil {
-		db.Close()
+		f.Close() // bbolt closed it already unless it panicked
+		if errors.Is(err, ErrDamaged) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", ErrForeign, err)
+	}
+	if ro {
+		err = d.guard(func() error { return d.db.View(checkFormatRO) })
+	} else {
+		err = d.guard(func() error { return d.db.Update(checkFormat) })
+	}
+	if err != nil {
+		d.closeDB()
 		return nil, err
 	}
-	d := &DB{db: db, writes: make(chan put, 4096), done: make(chan struct{})}
-	go d.writer()
+	if !ro {
+		d.writes, d.done = make(chan put, 4096), make(chan struct{})
+		go d.writer()
+	}
 	return d, nil
+}
+
+// checkFormat makes sure the file is a pbatch cache of this format, starting
+// one in a new file and dropping the entries of an older format.
+func checkFormat(tx *bolt.Tx) error {
+	m := tx.Bucket(metaBucket)
+	if m == nil {
+		// A new file holds no bucket at all; any other bbolt file is foreign.
+		if hasBuckets(tx) {
+			return ErrForeign
+		}
+		var err error
+		if m, err = tx.CreateBucket(metaBucket); err != nil {
+			return err
+		}
+		if err := m.Put(formatKey, formatValue); err != nil {
+			return err
+		}
+	} else if f := m.Get(formatKey); bytes.Equal(f, formatV1) {
+		// Entries without the time they were recorded: none can be trusted.
+		if tx.Bucket(entriesBucket) != nil {
+			if err := tx.DeleteBucket(entriesBucket); err != nil {
+				return err
+			}
+		}
+		if err := m.Put(formatKey, formatValue); err != nil {
+			return err
+		}
+	} else if !bytes.Equal(f, formatValue) {
+		return ErrForeign
+	}
+	_, err := tx.CreateBucketIfNotExists(entriesBucket)
+	return err
+}
+
+// checkFormatRO is checkFormat for a cache that cannot be written.
+func checkFormatRO(tx *bolt.Tx) error {
+	m := tx.Bucket(metaBucket)
+	switch {
+	case m == nil && hasBuckets(tx):
+		return ErrForeign
+	case m == nil: // a new file: no entries
+		return nil
+	case bytes.Equal(m.Get(formatKey), formatV1):
+		return ErrOldReadOnly
+	case !bytes.Equal(m.Get(formatKey), formatValue):
+		return ErrForeign
+	}
+	return nil
+}
+
+// ReadOnly returns why the cache is used read-only (new digests are not
+// saved), or nil.
+func (d *DB) ReadOnly() error { return d.readOnly }
+
+// guard runs f, which reads bbolt's map, with faults turned into panics
+// (debug.SetPanicOnFault is per goroutine), and turns a panic (a fault, or
+// bbolt's own on a page it finds wrong) into an error that marks the cache
+// damaged for the rest of the run.
+func (d *DB) guard(f func() error) (err error) {
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		if p := recover(); p != nil {
+			err = damagedf("%v", p)
+			d.fail(err)
+		}
+	}()
+	return f()
+}
+
+func (d *DB) fail(err error) {
+	d.mu.Lock()
+	if d.err == nil || !errors.Is(d.err, ErrDamaged) && errors.Is(err, ErrDamaged) {
+		d.err = err
+	}
+	d.mu.Unlock()
+	if errors.Is(err, ErrDamaged) {
+		d.broken.Store(true)
+	}
 }
 
 func hasBuckets(tx *bolt.Tx) bool {
@@ -143,62 +261,123 @@ func (d *DB) NewReader() *Reader { return &Reader{db: d} }
 
 // Get is DB.Get for a key made by AppendKey. The caller must Release before
 // anything that can wait on the cache's writer (Put).
-func (r *Reader) Get(k []byte, m Meta, dst []byte) ([]byte, bool) {
+func (r *Reader) Get(k []byte, m Meta, dst []byte) (out []byte, ok bool) {
+	d := r.db
+	if d.broken.Load() {
+		return dst, false
+	}
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		if p := recover(); p != nil {
+			d.fail(damagedf("%v", p))
+			r.Release()
+			out, ok = dst, false
+		}
+	}()
 	if r.tx == nil {
-		tx, err := r.db.db.Begin(false)
+		tx, err := d.db.Begin(false)
 		if err != nil {
 			return dst, false
 		}
 		r.tx, r.b = tx, tx.Bucket(entriesBucket)
 	}
-	return match(r.b.Get(k), m, dst)
+	if r.b == nil { // a new cache used read-only
+		return dst, false
+	}
+	out, ok, bad := match(k, r.b.Get(k), m, dst)
+	if bad {
+		d.fail(damagedf("an entry fails its checksum"))
+	}
+	return out, ok
 }
 
 // Release ends the Reader's transaction, letting the writer grow the file.
 func (r *Reader) Release() {
 	if r.tx != nil {
+		// Ending a read transaction does not read the map: it cannot fault.
 		r.tx.Rollback()
 		r.tx, r.b = nil, nil
 	}
 }
 
-func match(v []byte, m Meta, dst []byte) ([]byte, bool) {
-	if len(v) <= metaLen {
-		return dst, false
-	}
-	if binary.LittleEndian.Uint64(v[0:]) != m.Dev || binary.LittleEndian.Uint64(v[8:]) != m.Ino ||
-		int64(binary.LittleEndian.Uint64(v[16:])) != m.Size || int64(binary.LittleEndian.Uint64(v[24:])) != m.Mtime ||
-		int64(binary.LittleEndian.Uint64(v[32:])) != m.Ctime {
-		return dst, false
-	}
-	return append(dst, v[metaLen:]...), true
+// An entry's value: device, inode, size, mtime, ctime and the time it was
+// recorded (ns), 8 bytes each, little endian; the CRC-32C of the key and of
+// those 48 bytes; the digest.
+const (
+	stampOff = 40
+	crcOff   = 48
+	metaLen  = 52
+)
+
+// racyMargin is how much older than its recording an entry's mtime and ctime
+// must be for it to be trusted. The file system's timestamp granularity is not
+// known (1 s on ext4 with 128-byte inodes and ext3, 2 s for FAT's mtime) and
+// the kernel stamps files from a clock that lags time.Now by up to a tick: a
+// file rewritten with the same size within that window after its digest was
+// recorded keeps the recorded mtime and ctime. Such an entry is read again,
+// as git does with its "racily clean" index entries.
+const racyMargin = 3 * time.Second
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func entryCRC(k, v []byte) uint32 {
+	return crc32.Update(crc32.Update(crc32.Checksum(k, castagnoli), castagnoli, v[:crcOff]), castagnoli, v[metaLen:])
 }
 
-const metaLen = 40
+// match appends the digest in v to dst if v records m, was recorded safely
+// after m's timestamps, and is intact (bad reports one that is not).
+func match(k, v []byte, m Meta, dst []byte) (out []byte, ok, bad bool) {
+	if v == nil {
+		return dst, false, false
+	}
+	if len(v) <= metaLen {
+		return dst, false, true
+	}
+	le := binary.LittleEndian
+	if le.Uint64(v[0:]) != m.Dev || le.Uint64(v[8:]) != m.Ino ||
+		int64(le.Uint64(v[16:])) != m.Size || int64(le.Uint64(v[24:])) != m.Mtime ||
+		int64(le.Uint64(v[32:])) != m.Ctime {
+		return dst, false, false
+	}
+	if max(m.Mtime, m.Ctime) >= int64(le.Uint64(v[stampOff:]))-int64(racyMargin) {
+		return dst, false, false
+	}
+	if le.Uint32(v[crcOff:]) != entryCRC(k, v) {
+		return dst, false, true
+	}
+	return append(dst, v[metaLen:]...), true, false
+}
 
 // Get returns the digest cached for path under alg if m matches what was
 // recorded, appended to dst.
 func (d *DB) Get(path, alg string, m Meta, dst []byte) ([]byte, bool) {
-	out, ok := dst, false
-	d.db.View(func(tx *bolt.Tx) error {
-		out, ok = match(tx.Bucket(entriesBucket).Get(key(path, alg)), m, dst)
-		return nil
-	})
-	return out, ok
+	r := d.NewReader()
+	defer r.Release()
+	return r.Get(key(path, alg), m, dst)
 }
 
 // Put records a digest; writes are batched by a background goroutine.
 func (d *DB) Put(path, alg string, m Meta, digest []byte) { d.PutKey(key(path, alg), m, digest) }
 
-// PutKey is Put for a key made by AppendKey (copied).
+// PutKey is Put for a key made by AppendKey (copied). It does nothing on a
+// cache used read-only or found damaged.
 func (d *DB) PutKey(k []byte, m Meta, digest []byte) {
+	if d.writes == nil || d.broken.Load() {
+		return
+	}
 	v := make([]byte, metaLen, metaLen+len(digest))
-	binary.LittleEndian.PutUint64(v[0:], m.Dev)
-	binary.LittleEndian.PutUint64(v[8:], m.Ino)
-	binary.LittleEndian.PutUint64(v[16:], uint64(m.Size))
-	binary.LittleEndian.PutUint64(v[24:], uint64(m.Mtime))
-	binary.LittleEndian.PutUint64(v[32:], uint64(m.Ctime))
-	d.writes <- put{bytes.Clone(k), append(v, digest...)}
+	le := binary.LittleEndian
+	le.PutUint64(v[0:], m.Dev)
+	le.PutUint64(v[8:], m.Ino)
+	le.PutUint64(v[16:], uint64(m.Size))
+	le.PutUint64(v[24:], uint64(m.Mtime))
+	le.PutUint64(v[32:], uint64(m.Ctime))
+	le.PutUint64(v[stampOff:], uint64(d.stamp))
+	v = append(v, digest...)
+	k = bytes.Clone(k)
+	le.PutUint32(v[crcOff:], entryCRC(k, v))
+	d.writes <- put{k, v}
 }
 
 // writer commits puts in large transactions: one per 8192 entries or 500 ms.
@@ -208,24 +387,23 @@ func (d *DB) writer() {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	flush := func() {
-		if len(batch) == 0 {
+		if len(batch) == 0 || d.broken.Load() {
+			batch = batch[:0]
 			return
 		}
-		err := d.db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(entriesBucket)
-			for _, p := range batch {
-				if err := b.Put(p.key, p.value); err != nil {
-					return err
+		err := d.guard(func() error {
+			return d.db.Update(func(tx *bolt.Tx) error {
+				b := tx.Bucket(entriesBucket)
+				for _, p := range batch {
+					if err := b.Put(p.key, p.value); err != nil {
+						return err
+					}
 				}
-			}
-			return nil
+				return nil
+			})
 		})
 		if err != nil {
-			d.mu.Lock()
-			if d.err == nil {
-				d.err = err
-			}
-			d.mu.Unlock()
+			d.fail(err)
 		}
 		batch = batch[:0]
 	}
@@ -246,15 +424,21 @@ func (d *DB) writer() {
 	}
 }
 
-// PruneDue reports whether Prune has not run for a day.
+// PruneDue reports whether Prune has not run for a day (never on a cache that
+// cannot be written).
 func (d *DB) PruneDue() bool {
+	if d.writes == nil || d.broken.Load() {
+		return false
+	}
 	due := true
-	d.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(metaBucket).Get(prunedKey)
-		if len(v) == 8 {
-			due = time.Since(time.Unix(0, int64(binary.LittleEndian.Uint64(v)))) > 24*time.Hour
-		}
-		return nil
+	d.guard(func() error {
+		return d.db.View(func(tx *bolt.Tx) error {
+			v := tx.Bucket(metaBucket).Get(prunedKey)
+			if len(v) == 8 {
+				due = timeNow().Sub(time.Unix(0, int64(binary.LittleEndian.Uint64(v)))) > 24*time.Hour
+			}
+			return nil
+		})
 	})
 	return due
 }
@@ -262,35 +446,43 @@ func (d *DB) PruneDue() bool {
 // Prune deletes the entries of files below the given absolute directories that
 // no longer exist, and returns how many it deleted.
 func (d *DB) Prune(dirs []string) (int, error) {
+	if d.writes == nil || d.broken.Load() {
+		return 0, nil
+	}
 	n := 0
-	err := d.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(entriesBucket)
-		var gone [][]byte // deleting while iterating can make a cursor skip keys
-		c := b.Cursor()
-		for k, _ := c.First(); k != nil; k, _ = c.Next() {
-			i := bytes.IndexByte(k, 0)
-			if i < 0 {
-				continue
+	err := d.guard(func() error {
+		return d.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(entriesBucket)
+			var gone [][]byte // deleting while iterating can make a cursor skip keys
+			c := b.Cursor()
+			for k, _ := c.First(); k != nil; k, _ = c.Next() {
+				i := bytes.IndexByte(k, 0)
+				if i < 0 {
+					continue
+				}
+				p := string(k[i+1:])
+				if !under(p, dirs) {
+					continue
+				}
+				var st unix.Stat_t
+				if unix.Lstat(p, &st) == unix.ENOENT {
+					gone = append(gone, bytes.Clone(k))
+				}
 			}
-			p := string(k[i+1:])
-			if !under(p, dirs) {
-				continue
+			for _, k := range gone {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
 			}
-			var st unix.Stat_t
-			if unix.Lstat(p, &st) == unix.ENOENT {
-				gone = append(gone, bytes.Clone(k))
-			}
-		}
-		for _, k := range gone {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		n = len(gone)
-		var now [8]byte
-		binary.LittleEndian.PutUint64(now[:], uint64(time.Now().UnixNano()))
-		return tx.Bucket(metaBucket).Put(prunedKey, now[:])
+			n = len(gone)
+			var now [8]byte
+			binary.LittleEndian.PutUint64(now[:], uint64(timeNow().UnixNano()))
+			return tx.Bucket(metaBucket).Put(prunedKey, now[:])
+		})
 	})
+	if errors.Is(err, ErrDamaged) {
+		return 0, nil // reported by Close
+	}
 	return n, err
 }
 
@@ -303,11 +495,27 @@ func under(p string, dirs []string) bool {
 	return false
 }
 
-// Close flushes pending writes and closes the database.
+// closeDB closes bbolt, or, once it faulted, only the file: its state is not
+// to be trusted to unmap and unlock cleanly, and the process ends soon.
+func (d *DB) closeDB() error {
+	if !d.broken.Load() {
+		if err := d.guard(d.db.Close); !errors.Is(err, ErrDamaged) {
+			return err
+		}
+	}
+	d.file.Close()
+	return nil
+}
+
+// Close flushes pending writes and closes the database. Its error says the
+// cache was found damaged during the run (ErrDamaged: the run went on without
+// it from then on) or that digests could not be saved.
 func (d *DB) Close() error {
-	close(d.writes)
-	<-d.done
-	err := d.db.Close()
+	if d.writes != nil {
+		close(d.writes)
+		<-d.done
+	}
+	err := d.closeDB()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.err != nil {

@@ -12,7 +12,7 @@ import (
 
 func TestPutGetAndInvalidation(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "c.db")
-	db, err := Open(p, false)
+	db, err := Open(t.Context(), p, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,7 +21,7 @@ func TestPutGetAndInvalidation(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err = Open(p, false)
+	db, err = Open(t.Context(), p, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,17 +56,17 @@ func TestForeignAndCorruptFiles(t *testing.T) {
 	dir := t.TempDir()
 	garbage := filepath.Join(dir, "garbage")
 	os.WriteFile(garbage, bytes.Repeat([]byte("not a database "), 1000), 0o600)
-	if _, err := Open(garbage, false); !errors.Is(err, ErrForeign) {
+	if _, err := Open(t.Context(), garbage, false); !errors.Is(err, ErrForeign) {
 		t.Errorf("garbage file: %v, want ErrForeign", err)
 	}
 	other := filepath.Join(dir, "other.db")
 	b, _ := bolt.Open(other, 0o600, nil)
 	b.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("someone-else")); return err })
 	b.Close()
-	if _, err := Open(other, false); !errors.Is(err, ErrForeign) {
+	if _, err := Open(t.Context(), other, false); !errors.Is(err, ErrForeign) {
 		t.Errorf("another program's bbolt file: %v, want ErrForeign", err)
 	}
-	db, err := Open(garbage, true)
+	db, err := Open(t.Context(), garbage, true)
 	if err != nil {
 		t.Fatalf("reset: %v", err)
 	}
@@ -75,12 +75,12 @@ func TestForeignAndCorruptFiles(t *testing.T) {
 
 func TestBusy(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "c.db")
-	db, err := Open(p, false)
+	db, err := Open(t.Context(), p, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if _, err := Open(p, false); !errors.Is(err, ErrBusy) {
+	if _, err := Open(t.Context(), p, false); !errors.Is(err, ErrBusy) {
 		t.Errorf("second open: %v, want ErrBusy", err)
 	}
 }
@@ -90,12 +90,12 @@ func TestPrune(t *testing.T) {
 	keep := filepath.Join(dir, "keep")
 	os.WriteFile(keep, nil, 0o644)
 	p := filepath.Join(t.TempDir(), "c.db")
-	db, _ := Open(p, false)
+	db, _ := Open(t.Context(), p, false)
 	db.Put(keep, "sha256", Meta{}, []byte{1})
 	db.Put(filepath.Join(dir, "gone"), "sha256", Meta{}, []byte{2})
 	db.Put("/elsewhere/gone", "sha256", Meta{}, []byte{3})
 	db.Close()
-	db, _ = Open(p, false)
+	db, _ = Open(t.Context(), p, false)
 	defer db.Close()
 	if !db.PruneDue() {
 		t.Error("a new cache should be due for pruning")

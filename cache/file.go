@@ -1,0 +1,186 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// openDir opens dir, creating what is missing one directory at a time (0700).
+// Each directory it creates is opened right after with O_NOFOLLOW beneath its
+// parent's descriptor, so a symlink put in its place is never followed;
+// directories that already exist are the user's choice and are resolved as
+// given (~/.cache may well be a symlink to another disk).
+func openDir(dir string) (int, error) {
+	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC
+	fd, err := unix.Open(dir, flags, 0)
+	if err != unix.ENOENT {
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: dir, Err: err}
+		}
+		return fd, nil
+	}
+	parent, base := filepath.Dir(dir), filepath.Base(dir)
+	if parent == dir || base == "." || base == ".." {
+		return -1, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	pfd, err := openDir(parent)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(pfd)
+	if err := unix.Mkdirat(pfd, base, 0o700); err != nil && err != unix.EEXIST {
+		return -1, &os.PathError{Op: "mkdir", Path: dir, Err: err}
+	}
+	fd, err = unix.Openat(pfd, base, flags|unix.O_NOFOLLOW, 0)
+	if err == unix.ELOOP || err == unix.ENOTDIR {
+		return -1, &os.PathError{Op: "mkdir", Path: dir, Err: errors.New("replaced by a symlink or a file: refusing to follow it")}
+	}
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	// In a directory others can write, the new directory could have been
+	// swapped for one of theirs before it was opened.
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Uid != uint32(os.Geteuid()) {
+		unix.Close(fd)
+		if err == nil {
+			err = fmt.Errorf("owned by uid %d once created: %w", st.Uid, ErrNotSafe)
+		}
+		return -1, &os.PathError{Op: "mkdir", Path: dir, Err: err}
+	}
+	return fd, nil
+}
+
+// ErrNotSafe wraps the reasons a cache or lock file is refused before it is
+// read: following them could make pbatch write where it should not, or trust
+// digests another user wrote.
+var ErrNotSafe = errors.New("refusing it")
+
+// CheckOwned refuses a file pbatch opened for itself (a cache, a lock) unless
+// it is a regular file with one link, owned by this user or root, and not
+// writable by group or others. A hard link could make pbatch write to another
+// file; a file another user owns or can write could hold forged digests.
+func CheckOwned(st *unix.Stat_t) error {
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return fmt.Errorf("not a regular file: %w", ErrNotSafe)
+	case st.Nlink != 1:
+		return fmt.Errorf("has %d hard links: %w", st.Nlink, ErrNotSafe)
+	case st.Uid != uint32(os.Geteuid()) && st.Uid != 0:
+		return fmt.Errorf("owned by uid %d, not by this user: %w", st.Uid, ErrNotSafe)
+	case st.Mode&0o022 != 0:
+		return fmt.Errorf("writable by group or others (mode %04o): %w", st.Mode&0o7777, ErrNotSafe)
+	}
+	return nil
+}
+
+// openFile opens the cache at path for bbolt, never through a symlink
+// (O_NOFOLLOW, and O_EXCL when it creates the file), checked by CheckOwned and
+// locked: exclusively to write, or shared when the file or its file system
+// cannot be written (readOnly; the reason is in why). With reset, an existing
+// file is emptied through the locked descriptor (bbolt then starts a new
+// database in it), never removed by name.
+func openFile(ctx context.Context, path string, reset bool) (f *os.File, readOnly bool, why error, err error) {
+	clean := filepath.Clean(path) // "dir/" names dir, not a file in it
+	dfd, err := openDir(filepath.Dir(clean))
+	if err != nil {
+		return nil, false, nil, err
+	}
+	defer unix.Close(dfd)
+	base := filepath.Base(clean)
+	const flags = unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC
+	var fd int
+	for range 3 {
+		fd, err = unix.Openat(dfd, base, unix.O_RDWR|flags, 0)
+		if err != unix.ENOENT {
+			break
+		}
+		fd, err = unix.Openat(dfd, base, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|flags, 0o600)
+		if err != unix.EEXIST { // EEXIST: created meanwhile by another run (or a symlink): open again
+			break
+		}
+	}
+	switch err {
+	case nil:
+	case unix.EROFS, unix.EACCES, unix.EPERM, unix.ETXTBSY:
+		// Cannot write it (read-only file system, immutable, not ours to write):
+		// look digests up without saving new ones.
+		why = err
+		readOnly = true
+		fd, err = unix.Openat(dfd, base, unix.O_RDONLY|flags, 0)
+		if err == unix.ENOENT {
+			err = why // creating it failed
+		}
+	}
+	// Errors about the file itself carry no path: the caller names the cache.
+	if err == unix.ELOOP {
+		return nil, false, nil, fmt.Errorf("a symlink: %w", ErrNotSafe)
+	}
+	if err != nil {
+		return nil, false, nil, fmt.Errorf("open: %w", err)
+	}
+	f = os.NewFile(uintptr(fd), path)
+	fail := func(err error) (*os.File, bool, error, error) {
+		f.Close()
+		return nil, false, nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fail(fmt.Errorf("fstat: %w", err))
+	}
+	if err := CheckOwned(&st); err != nil {
+		return fail(err)
+	}
+	how := unix.LOCK_EX
+	if readOnly {
+		how = unix.LOCK_SH
+	}
+	if err := WaitLock(ctx, fd, how, busyWait); err != nil {
+		return fail(err)
+	}
+	if reset {
+		if readOnly {
+			return fail(fmt.Errorf("cannot reset it: %w", why))
+		}
+		if err := unix.Ftruncate(fd, 0); err != nil {
+			return fail(fmt.Errorf("truncate: %w", err))
+		}
+	}
+	return f, readOnly, why, nil
+}
+
+// busyWait is how long Open waits for another run to let go of the cache.
+const busyWait = 500 * time.Millisecond
+
+// WaitLock takes flock how (LOCK_EX or LOCK_SH) on fd, retrying for up to
+// wait; it gives ErrBusy after that, and the cancellation cause as soon as ctx
+// ends (a signal), whatever wait is.
+func WaitLock(ctx context.Context, fd, how int, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		err := unix.Flock(fd, how|unix.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if err != unix.EWOULDBLOCK && err != unix.EINTR {
+			return fmt.Errorf("flock: %w", err)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return ErrBusy
+		}
+		t := time.NewTimer(min(50*time.Millisecond, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return context.Cause(ctx)
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// mountExt4OneSecond mounts a new ext4 with 128-byte inodes (timestamps in
+// whole seconds) on a loop device and returns its directory, or skips.
+func mountExt4OneSecond(t *testing.T) string {
+	t.Helper()
+	czNeedRoot(t, "mounts a loop device")
+	czNeed(t, "mkfs.ext4", "mount", "umount")
+	dir := t.TempDir()
+	img, mnt := filepath.Join(dir, "img"), filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-I", "128", img).CombinedOutput(); err != nil {
+		t.Skipf("mkfs.ext4 -I 128: %v %s", err, out)
+	}
+	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+		t.Skipf("mount -o loop: %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", mnt, err, out)
+		}
+	})
+	return mnt
+}
+
+// A file rewritten with the same size within the second its digest was
+// cached keeps mtime and ctime on a file system with 1-second timestamps: the
+// cache must not trust that entry (it used to, forever).
+func TestCacheRacyOneSecondTimestamps(t *testing.T) {
+	mnt := mountExt4OneSecond(t)
+	tree := filepath.Join(mnt, "t")
+	f := filepath.Join(tree, "f")
+	if err := os.Mkdir(tree, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stat := func() unix.Stat_t {
+		var st unix.Stat_t
+		if err := unix.Stat(f, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	for try := 0; ; try++ {
+		if try == 5 {
+			t.Skip("could not write, hash and rewrite within one second")
+		}
+		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 10*time.Millisecond)))
+		czWrite(t, f, []byte("old content\n"), 0o644)
+		before := stat()
+		if before.Mtim.Nsec != 0 {
+			t.Fatalf("mtime %v on ext4 -I 128: not whole seconds", before.Mtim)
+		}
+		sums, _ := czMust(t, 0, mnt, "hash", "-q", "--cache=c.db", "t")
+		czWrite(t, f, []byte("new content\n"), 0o644)
+		if after := stat(); after.Mtim != before.Mtim || after.Ctim != before.Ctim || after.Size != before.Size {
+			continue // crossed a second: not the case under test
+		}
+		czWrite(t, filepath.Join(mnt, "sums"), []byte(sums), 0o644)
+		out, _ := czMust(t, 1, mnt, "check", "--cache=c.db", "sums")
+		if !strings.Contains(out, "t/f: FAILED") {
+			t.Errorf("check --cache after a same-second rewrite:\n%s\nwant t/f: FAILED", out)
+		}
+		break
+	}
+	// Once the file is older than the margin, its new digest is recorded and
+	// trusted like any other.
+	time.Sleep(racyWait)
+	sums, _ := czMust(t, 0, mnt, "hash", "-q", "--cache=c.db", "t")
+	czWrite(t, filepath.Join(mnt, "sums"), []byte(sums), 0o644)
+	czMust(t, 0, mnt, "check", "-q", "--cache=c.db", "sums")
+}
+
+// racyWait outlasts the cache's margin for racy timestamps.
+const racyWait = 3500 * time.Millisecond
+
+// SAFETY 26: --wait-lock ends on the first signal, as does the cache's short
+// wait; pbatch dies by that signal.
+func TestLockWaitEndsOnSignal(t *testing.T) {
+	if _, err := exec.LookPath("flock"); err != nil {
+		t.Skip("flock(1) not installed")
+	}
+	dir := t.TempDir()
+	lock := filepath.Join(dir, "l.lock")
+	czWrite(t, filepath.Join(dir, "d", "f"), []byte("f\n"), 0o644)
+	czWrite(t, lock, nil, 0o600)
+	holder := start(t, "flock", lock, "sleep", "30")
+	deadline := time.Now().Add(5 * time.Second)
+	for { // until the holder has the lock
+		fd, err := unix.Open(lock, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		unix.Close(fd)
+		if err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("flock(1) did not take the lock")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r := start(t, pbatchBin(t), "list", "--lock", lock, "--wait-lock", "60s", filepath.Join(dir, "d"))
+	time.Sleep(300 * time.Millisecond)
+	if r.exited() {
+		t.Fatalf("pbatch did not wait for the lock: %s", r.stderr)
+	}
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	r.wait(t, 2*time.Second)
+	if ws := r.waitStatus(t); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Errorf("after SIGTERM while waiting for the lock: %s, want killed by SIGTERM; stderr:\n%s", describe(ws), r.stderr)
+	}
+	if s := r.stdout.String(); s != "" {
+		t.Errorf("stdout %q, want nothing: nothing may run without the lock", s)
+	}
+	_ = holder
+}
