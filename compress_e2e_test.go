@@ -2048,3 +2048,38 @@ func TestCompressLargeZstdWindow(t *testing.T) {
 		os.Remove(p + ".zst")
 	}
 }
+
+// TestCompressShortRead: a file system that ends a read early (strace fakes
+// EOF on the second read) while fstat says the file is unchanged must not give
+// a truncated output, and --rm must keep the original (it was removed, exit 0).
+func TestCompressShortRead(t *testing.T) {
+	czNeed(t, "strace")
+	dir := fastTempDir(t)
+	data := czRandom(61, 300000)
+	czWrite(t, filepath.Join(dir, "f"), data, 0o644)
+	log := filepath.Join(t.TempDir(), "strace.log")
+	var stderr bytes.Buffer
+	cmd := exec.Command("strace", "-f", "-qq", "-o", log, "-e", "trace=read", "-e", "inject=read:retval=0:when=2",
+		pbatchBin(t), "compress", "-w", "1", "--rm", "f")
+	cmd.Dir = dir
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if strings.Contains(stderr.String(), "ptrace") {
+		t.Skipf("strace cannot trace here: %s", stderr.String())
+	}
+	if b, _ := os.ReadFile(log); !bytes.Contains(b, []byte("INJECTED")) {
+		t.Fatalf("strace injected nothing:\n%s", b)
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("exit: %v, want 1\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "pbatch: f: read ended after 262144 of its 300000 bytes") {
+		t.Errorf("stderr:\n%s\nwant f: read ended after 262144 of its 300000 bytes", stderr.String())
+	}
+	if got := czRead(t, filepath.Join(dir, "f")); !bytes.Equal(got, data) {
+		t.Errorf("the original was lost or changed")
+	}
+	czMissing(t, filepath.Join(dir, "f.gz"))
+	czNoTemps(t, dir)
+}

@@ -330,6 +330,13 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 		r.Status, r.Err = Changed, errors.New("file changed while being read: kept, no output written")
 		return
 	}
+	// st_size is not trusted to end the read (procfs says 0), but an unchanged
+	// file that gave fewer bytes than it holds was cut short by the file system
+	// (FUSE, a network share): its output would be a truncated copy.
+	if n < before.Size {
+		r.Status, r.Err = Failed, fmt.Errorf("read ended after %d of its %d bytes: kept, no output written", n, before.Size)
+		return
+	}
 	if err := copyMetadata(in, tfd, &before, xattrs); err != nil {
 		r.Status, r.Err = Failed, fmt.Errorf("cannot copy metadata to the temporary file %s: %w", joinPath(dir, tmp), err)
 		return
