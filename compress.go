@@ -101,9 +101,9 @@ EXAMPLES:
 			ArgsUsage: "PATH…",
 			Description: `Writes NAME for each NAME.gz or NAME.zst (NAME.tar for NAME.tgz), the format checked
 by its magic bytes; files without those suffixes are skipped. Prints each output path.
-Reads what gzip -t and zstd -t accept: several members or frames, skippable frames
-(pzstd), zero bytes after gzip data. Trailing garbage after gzip data fails the file
-(gzip -d only warns): it is kept.
+Reads what gzip -t and zstd -t accept (README lists the rare exceptions): several
+members or frames, skippable frames (pzstd), zero bytes after gzip data. Trailing
+garbage after gzip data fails the file (gzip -d only warns): it is kept.
 
 ` + compressSafety + `
 
