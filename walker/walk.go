@@ -24,8 +24,11 @@ type Options struct {
 	Sorted        bool    // one reader, names in byte order: the same tree gives the same order
 	Readers       int     // directories read at once when not Sorted; default 4
 	Filter        *Filter // nil selects everything
-	PreserveRoot  bool    // refuse "/" as a PATH (for tasks that change things)
-	NoFollowRoots bool    // a PATH that is a symlink is an entry itself, not followed (chown -h)
+	// PreserveRoot refuses every directory that is "/" by identity (dev, ino),
+	// as a PATH or met in the walk (a bind mount of "/" has the tree's device):
+	// for tasks that change things.
+	PreserveRoot  bool
+	NoFollowRoots bool // a PATH that is a symlink is an entry itself, not followed (chown -h)
 	// Types, when not zero, emits only entries of these types (1<<File, 1<<Dir, …);
 	// directories are walked whatever it says.
 	Types uint8
@@ -58,7 +61,8 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// ErrRoot refuses to work on the root directory (PreserveRoot).
+// ErrRoot refuses a directory that is "/" (PreserveRoot), by whatever path it
+// was reached.
 var ErrRoot = errors.New("refusing to operate recursively on '/' (use --no-preserve-root to override)")
 
 // ErrSymlinkInPath is returned when a path below a root turned into a symlink (or
@@ -79,6 +83,13 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 	w := &walk{ctx: ctx, opt: opt, out: out, visited: make(map[devIno]struct{}), dirSem: make(chan struct{}, max(handles, 0))}
 	if opt.MaxRoots > 0 {
 		w.rootSem = make(chan struct{}, opt.MaxRoots)
+	}
+	if opt.PreserveRoot {
+		var st unix.Stat_t
+		if err := unix.Stat("/", &st); err != nil {
+			return err // nothing could be refused: change nothing
+		}
+		w.slash = devIno{uint64(st.Dev), st.Ino}
 	}
 	w.cond.L = &w.mu
 	stop := context.AfterFunc(ctx, func() {
@@ -147,6 +158,8 @@ type walk struct {
 
 	visitMu sync.Mutex
 	visited map[devIno]struct{} // every directory read, so each is read once
+
+	slash devIno // "/" by identity, with PreserveRoot
 
 	dirSem  chan struct{} // bounds the directory descriptors kept for entries in flight
 	rootSem chan struct{} // bounds the directory roots open at once (nil: no bound)
@@ -277,13 +290,6 @@ func (w *walk) feed(path string, em *emitter) {
 	if err := stat(path, &st); err != nil {
 		em.add(Entry{Root: &Root{Path: path, fd: -1}, Err: err})
 		return
-	}
-	if w.opt.PreserveRoot {
-		var rs unix.Stat_t
-		if unix.Stat("/", &rs) == nil && rs.Dev == st.Dev && rs.Ino == st.Ino {
-			em.add(Entry{Root: &Root{Path: path, fd: -1}, Type: Dir, Err: ErrRoot})
-			return
-		}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		e := Entry{Root: &Root{Path: path, fd: -1}, Type: typeOfMode(st.Mode)}
@@ -459,6 +465,12 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: err})
+		return
+	}
+	// Checked on every directory, before it is emitted or read: one met at
+	// the depth limit or across a mount point is still changed itself.
+	if w.opt.PreserveRoot && st.Ino == w.slash.ino && uint64(st.Dev) == w.slash.dev {
+		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: ErrRoot})
 		return
 	}
 	// A directory counts as visited only once it is read: one met at the depth
