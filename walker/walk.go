@@ -70,7 +70,8 @@ var ErrRoot = errors.New("refusing to operate recursively on '/' (use --no-prese
 var ErrSymlinkInPath = errors.New("not followed: path now contains a symbolic link")
 
 // Walk sends every entry below roots to out, in batches, and returns when all roots
-// are walked or ctx is done. Directories are read by several goroutines at once
+// are walked or ctx is done. A root yielded with an error and a path is one
+// failed entry; with an empty path the error ends the walk. Directories are read by several goroutines at once
 // (one when Sorted), all of which have returned when Walk returns. Per-path problems
 // are entries with Err set; the returned error is ctx's or the root source's. Walk
 // does not close out. The receiver owns each batch and must call Done on every entry.
@@ -108,6 +109,12 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 	feeder := w.newEmitter()
 	var srcErr error
 	for p, err := range roots {
+		if err != nil && p != "" {
+			// One bad root (a path line too long to read): reported, and the
+			// roots after it are still walked.
+			feeder.add(Entry{Root: &Root{Path: p, fd: -1}, Err: err})
+			continue
+		}
 		if err != nil {
 			srcErr = err
 			break
