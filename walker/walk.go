@@ -1,6 +1,7 @@
 package walker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"iter"
@@ -37,7 +38,7 @@ type Options struct {
 	// size selection. It costs one fstatat per entry. It must not keep st.
 	Stat func(st *unix.Stat_t) bool
 	// Keep, when set, drops a non-directory entry when it returns false
-	// (sharding by path).
+	// (sharding by path). It must not keep e or its Rel.
 	Keep func(e *Entry) bool
 	// BatchSize is asked for the size of each batch as it is started, so that the
 	// consumer can trade per-batch overhead against load balance; default 64.
@@ -497,11 +498,15 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 	if !read {
 		return // at the depth limit, or a mount point under -x (find -xdev)
 	}
-	var sorted []child
+	var sorted sortedNames
 	var nb []byte
 	err := readDirents(fd, scratch, func(name []byte, dt uint8) bool {
 		if w.ctx.Err() != nil {
 			return false
+		}
+		if w.opt.Sorted {
+			sorted.add(name, dt)
+			return true
 		}
 		var c child
 		if job.rel != "" {
@@ -513,10 +518,6 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 			c.rel = c.name
 		}
 		c.typ, c.err = direntType(fd, c.name, dt)
-		if w.opt.Sorted {
-			sorted = append(sorted, c)
-			return true
-		}
 		if sub, ok := w.child(job, fd, dh, c, em); ok {
 			w.push(sub)
 		}
@@ -529,55 +530,120 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: err})
 	}
 	if w.opt.Sorted {
-		slices.SortFunc(sorted, func(a, b child) int {
-			switch {
-			case a.name < b.name:
-				return -1
-			case a.name > b.name:
-				return 1
+		w.readSorted(job, &fd, dh, &sorted, em, scratch)
+	}
+}
+
+// sortedNames holds one directory's names for a sorted walk compactly: the
+// names in fixed-size chunks (growing never copies them), and per name a word
+// packing where it is, its length and what the walk learnt of it. A string
+// and an Entry per name cost twenty times the names themselves.
+type sortedNames struct {
+	chunks [][]byte
+	idx    []uint64      // chunk<<40 | off<<24 | len<<8 | flags
+	errs   map[int]error // by position in idx, after sorting: rare
+}
+
+// A name is never split across chunks: one is at most 64 KiB (d_reclen is 16
+// bits), so a chunk always has room for the first name put in it.
+const snChunk = 1 << 16
+
+// Flags of a sorted name: its d_type until it is classified, then what to do.
+const (
+	snEmit = 1 << 4 // emit an entry
+	snDir  = 1 << 5 // a directory to descend into
+	snErr  = 1 << 6 // errs holds the entry's error
+	snType = 0x0f   // the Type, once classified
+)
+
+func (s *sortedNames) add(name []byte, dt uint8) {
+	if len(s.chunks) == 0 || cap(s.chunks[len(s.chunks)-1])-len(s.chunks[len(s.chunks)-1]) < len(name) {
+		s.chunks = append(s.chunks, make([]byte, 0, snChunk))
+	}
+	c := &s.chunks[len(s.chunks)-1]
+	s.idx = append(s.idx, uint64(len(s.chunks)-1)<<40|uint64(len(*c))<<24|uint64(len(name))<<8|uint64(dt))
+	*c = append(*c, name...)
+}
+
+func (s *sortedNames) name(k uint64) []byte {
+	c, off, n := k>>40, k>>24&0xffff, k>>8&0xffff
+	return s.chunks[c][off : off+n]
+}
+
+// readSorted classifies the names of a directory read for a sorted walk, in
+// byte order, while the directory is open (lstat for selections, -L); then,
+// unless it is kept as a handle, closes it before the children are emitted
+// and descended into, in order, so that a deep tree holds no more descriptors
+// than the handle budget.
+func (w *walk) readSorted(job dirJob, fdp *int, dh *dirHandle, s *sortedNames, em *emitter, scratch []byte) {
+	slices.SortFunc(s.idx, func(a, b uint64) int { return bytes.Compare(s.name(a), s.name(b)) })
+	fd := *fdp
+	var nb []byte
+	// rel builds a child's path in nb: a string without a copy for the
+	// checks, which do not keep it, and copied only for an entry or a job.
+	rel := func(name []byte) string {
+		nb = nb[:0]
+		if job.rel != "" {
+			nb = append(append(nb, job.rel...), '/')
+		}
+		nb = append(nb, name...)
+		return unsafe.String(unsafe.SliceData(nb), len(nb))
+	}
+	for i, k := range s.idx {
+		if w.ctx.Err() != nil {
+			s.idx = s.idx[:i] // the dir references below are taken for these only
+			break
+		}
+		name := s.name(k)
+		r := rel(name)
+		c := child{rel: r, name: r[len(r)-len(name):]}
+		c.typ, c.err = direntType(fd, c.name, uint8(k&0xff))
+		e, emit, _, dir := w.classify(job, fd, dh, c, em)
+		k = k &^ 0xff
+		k |= uint64(e.Type)
+		if emit {
+			k |= snEmit
+		}
+		if dir {
+			k |= snDir
+		}
+		if e.Err != nil {
+			k |= snErr
+			if s.errs == nil {
+				s.errs = make(map[int]error)
 			}
-			return 0
-		})
-		// Every child is looked at (lstat for selections, -L) while this
-		// directory is open; then, unless it is kept as a handle, it is closed
-		// before the children are emitted and descended into, in order, so
-		// that a deep tree holds no more descriptors than the handle budget.
-		type step struct {
-			e    Entry
-			emit bool
-			sub  dirJob
-			dir  bool
+			s.errs[i] = e.Err
 		}
-		steps := make([]step, 0, len(sorted))
-		for _, c := range sorted {
-			if w.ctx.Err() != nil {
-				break
-			}
-			var st step
-			st.e, st.emit, st.sub, st.dir = w.classify(job, fd, dh, c, em)
-			steps = append(steps, st)
-		}
-		if dh == nil && job.rel != "" {
-			unix.Close(fd)
-			fd = -1
-		}
-		for i, st := range steps {
-			if w.ctx.Err() != nil {
-				for _, rest := range steps[i:] {
-					if rest.dir && rest.sub.parent != nil {
-						rest.sub.parent.release() // taken by classify for the read that will not happen
-					}
+		s.idx[i] = k
+	}
+	if dh == nil && job.rel != "" {
+		unix.Close(fd)
+		*fdp = -1 // for readDir's deferred close
+	}
+	for i, k := range s.idx {
+		if w.ctx.Err() != nil {
+			for _, rest := range s.idx[i:] {
+				if rest&snDir != 0 && dh != nil {
+					dh.release() // taken by classify for the read that will not happen
 				}
-				return
 			}
-			if st.emit {
-				em.add(st.e)
+			return
+		}
+		if k&(snEmit|snDir) == 0 {
+			continue
+		}
+		r := strings.Clone(rel(s.name(k)))
+		if k&snEmit != 0 {
+			e := Entry{Root: job.root, Rel: r, Type: Type(k & snType), Depth: job.depth + 1, dir: dh}
+			if k&snErr != 0 {
+				e.Err = s.errs[i]
 			}
-			if st.dir {
-				job.root.acquire()
-				w.readDir(st.sub, em, scratch)
-				job.root.release()
-			}
+			em.add(e)
+		}
+		if k&snDir != 0 {
+			job.root.acquire()
+			w.readDir(dirJob{root: job.root, rel: r, depth: job.depth + 1, parent: dh}, em, scratch)
+			job.root.release()
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"iter"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -436,4 +437,63 @@ func TestBatchSizeAfterRecycle(t *testing.T) {
 	if n != 20 {
 		t.Errorf("%d entries, want 20", n)
 	}
+}
+
+// A sorted walk holds one directory's names compactly: per name about its
+// length and a word, not a string and an Entry each (which made -k over a
+// directory of a million entries take 360 MB). The names span several chunks
+// of the arena, and the order is still byte order, subdirectories included.
+func TestWalkSortedLargeDirectory(t *testing.T) {
+	root := t.TempDir()
+	// tmpfs where there is one: creating files on this ext4 is slow.
+	if shm, err := os.MkdirTemp("/dev/shm", "walker-test-"); err == nil {
+		root = shm
+		t.Cleanup(func() { os.RemoveAll(shm) })
+	}
+	const n = 5000
+	var want []string
+	for i := range n {
+		// Lengths vary, so that names end anywhere in a chunk.
+		name := fmt.Sprintf("%0*d", 1+i%50, i)
+		want = append(want, name)
+		if err := unix.Close(must(unix.Open(filepath.Join(root, name), unix.O_CREAT|unix.O_WRONLY, 0o644))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"5", "6666", "zz"} {
+		if err := os.Mkdir(filepath.Join(root, d+".d"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(root, d+".d", "f"), nil, 0o644)
+		want = append(want, d+".d/f")
+	}
+	slices.Sort(want) // "X.d/f" sorts where "X.d" does: no other name starts "X."
+	for i := range want {
+		want[i] += ":file"
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	g := walkAll(t, Options{MaxDepth: -1, Sorted: true}, root)
+	runtime.ReadMemStats(&after)
+	if !slices.Equal(g, want) {
+		for i := range min(len(g), len(want)) {
+			if g[i] != want[i] {
+				t.Fatalf("entry %d: got %q, want %q (of %d, %d)", i, g[i], want[i], len(g), len(want))
+			}
+		}
+		t.Fatalf("got %d entries, want %d", len(g), len(want))
+	}
+	// What walkAll keeps (its result strings) is counted too: the bound
+	// leaves room for it, not for a string and an Entry held per name.
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 400 {
+		t.Errorf("allocated %d bytes per entry", per)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
