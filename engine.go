@@ -114,6 +114,7 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		Types:         sel.types,
 		Stat:          sel.stat,
 		Keep:          sel.keep,
+		Named:         named(paths),
 	}
 
 	// Queues hold batches; with exec -X's large fixed batches, the usual depths
@@ -374,6 +375,17 @@ func recycleResults(rs []tasks.Result) {
 	rs = rs[:cap(rs)]
 	clear(rs)
 	resultPool.Put(&rs)
+}
+
+// named returns the PATH arguments other than "-", in order.
+func named(paths []string) []string {
+	var ns []string
+	for _, p := range paths {
+		if p != "-" {
+			ns = append(ns, p)
+		}
+	}
+	return ns
 }
 
 // maxPathLine bounds one path read from stdin (PATH_MAX is 4096, but longer

@@ -47,9 +47,6 @@ var (
 	ErrLoop = errors.New("directory loop: already visited")
 	// ErrDangling marks a symlink without a target under -L.
 	ErrDangling = errors.New("dangling symbolic link")
-	// ErrSeen marks a directory already walked in this run under another path
-	// (overlapping PATH arguments).
-	ErrSeen = errors.New("already walked under another path")
 )
 
 // Root is one PATH argument. A directory root keeps a descriptor that every entry
@@ -60,6 +57,7 @@ type Root struct {
 	fd   int                    // directory descriptor, or -1 when the root is not a directory
 	os   *os.Root
 	dev  uint64
+	ino  uint64
 	refs atomic.Int64
 	sem  chan struct{} // a slot of the walk's root bound, freed with fd (nil: none)
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -30,6 +31,10 @@ type Options struct {
 	// for tasks that change things.
 	PreserveRoot  bool
 	NoFollowRoots bool // a PATH that is a symlink is an entry itself, not followed (chown -h)
+	// Named are the PATHs given as arguments, as the roots yield them (the
+	// others are read from stdin): resolved before the walk, so that what one
+	// of them names is left out of the others' walks (see overlap.go).
+	Named []string
 	// Types, when not zero, emits only entries of these types (1<<File, 1<<Dir, …);
 	// directories are walked whatever it says.
 	Types uint8
@@ -82,7 +87,10 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 	if handles == 0 {
 		handles = dirHandleBudget()
 	}
-	w := &walk{ctx: ctx, opt: opt, out: out, visited: make(map[devIno]struct{}), dirSem: make(chan struct{}, max(handles, 0))}
+	w := &walk{ctx: ctx, opt: opt, out: out, live: make(map[devIno]int32), dirSem: make(chan struct{}, max(handles, 0))}
+	if opt.Follow {
+		w.visited = make(map[devIno]struct{})
+	}
 	if opt.MaxRoots > 0 {
 		w.rootSem = make(chan struct{}, opt.MaxRoots)
 	}
@@ -107,8 +115,10 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 			wg.Go(w.reader)
 		}
 	}
+	w.ov.resolve(opt.Named, opt.NoFollowRoots)
 	feeder := w.newEmitter()
 	var srcErr error
+	ni := 0 // the next of opt.Named to come
 	for p, err := range roots {
 		if err != nil && p != "" {
 			// One bad root (a path line too long to read): reported, and the
@@ -123,7 +133,12 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 		if ctx.Err() != nil {
 			break
 		}
-		w.feed(p, feeder)
+		named := -1
+		if ni < len(opt.Named) && p == opt.Named[ni] {
+			named = ni
+			ni++
+		}
+		w.feed(p, named, feeder)
 	}
 	feeder.flush()
 	w.mu.Lock()
@@ -151,6 +166,62 @@ type dirJob struct {
 	rel    string
 	depth  int
 	parent *dirHandle // open parent to open rel relative to, if any (held)
+	up     *dirNode   // the directory it was listed in (held), nil for a root
+	self   *dirNode   // set by readDir once the directory is being read
+	// claimed are the names in it that are non-directory PATHs of their own,
+	// left out of this walk (set by readDir).
+	claimed []string
+}
+
+// dirNode is a directory being walked, alive while it or anything below it
+// is still to be read: the chain up to the root is its path, for loop checks.
+type dirNode struct {
+	id   devIno
+	up   *dirNode
+	refs atomic.Int32 // its own read, and each subdirectory job listed in it
+}
+
+// enter registers the directory read by job as live and reports false if it is
+// one of its own ancestors: a loop (a bind mount of a directory below itself).
+// Only live directories are kept, so memory follows the depth and the
+// directories waiting to be read, not all directories walked.
+func (w *walk) enter(job *dirJob, id devIno) bool {
+	w.liveMu.Lock()
+	hit := w.live[id] > 0
+	if !hit {
+		w.live[id]++
+	}
+	w.liveMu.Unlock()
+	if hit {
+		// Live somewhere: an ancestor, or a duplicate being walked at once
+		// in another branch (a bind mount elsewhere), which is read as any
+		// other path.
+		for n := job.up; n != nil; n = n.up {
+			if n.id == id {
+				return false
+			}
+		}
+		w.liveMu.Lock()
+		w.live[id]++
+		w.liveMu.Unlock()
+	}
+	n := &dirNode{id: id, up: job.up} // takes over job's reference on up
+	n.refs.Store(1)
+	job.self = n
+	return true
+}
+
+// leave drops one reference on n: once nothing below it is left to read, it
+// is no longer live, and neither, in turn, may be its parent.
+func (w *walk) leave(n *dirNode) {
+	for n != nil && n.refs.Add(-1) == 0 {
+		w.liveMu.Lock()
+		if w.live[n.id]--; w.live[n.id] == 0 {
+			delete(w.live, n.id)
+		}
+		w.liveMu.Unlock()
+		n = n.up
+	}
 }
 
 type walk struct {
@@ -164,10 +235,14 @@ type walk struct {
 	pending int      // jobs pushed and not yet finished
 	fed     bool     // every root has been fed
 
+	liveMu sync.Mutex
+	live   map[devIno]int32 // directories being walked (see dirNode), by how many nodes
+
 	visitMu sync.Mutex
-	visited map[devIno]struct{} // every directory read, so each is read once
+	visited map[devIno]struct{} // with -L: every directory read, so each is read once
 
 	slash devIno // "/" by identity, with PreserveRoot
+	ov    overlap
 
 	dirSem  chan struct{} // bounds the directory descriptors kept for entries in flight
 	rootSem chan struct{} // bounds the directory roots open at once (nil: no bound)
@@ -285,7 +360,7 @@ func Recycle(b []Entry) {
 
 // feed turns one PATH argument into a root. Arguments are resolved as named, following
 // symlinks (as find -H does): the user chose them. What is below them is not.
-func (w *walk) feed(path string, em *emitter) {
+func (w *walk) feed(path string, named int, em *emitter) {
 	if path == "" {
 		em.add(Entry{Root: &Root{Path: path, fd: -1}, Err: unix.ENOENT})
 		return
@@ -297,6 +372,19 @@ func (w *walk) feed(path string, em *emitter) {
 	}
 	if err := stat(path, &st); err != nil {
 		em.add(Entry{Root: &Root{Path: path, fd: -1}, Err: err})
+		return
+	}
+	// '/' is refused each time it is named, not noted as a repeat.
+	slash := w.opt.PreserveRoot && st.Ino == w.slash.ino && uint64(st.Dev) == w.slash.dev
+	seen, limit := false, false
+	if !slash {
+		seen, limit = w.ov.repeat(path, named, &st)
+	}
+	if limit {
+		em.add(Entry{Root: &Root{Path: "-", fd: -1}, Err: ErrSeenLimit})
+	}
+	if seen {
+		em.add(Entry{Root: &Root{Path: path, fd: -1}, Type: typeOfMode(st.Mode), Err: ErrSeen})
 		return
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
@@ -336,7 +424,7 @@ func (w *walk) feed(path string, em *emitter) {
 		fail(err)
 		return
 	}
-	root := &Root{Path: path, fd: fd, dev: st.Dev, sem: w.rootSem}
+	root := &Root{Path: path, fd: fd, dev: st.Dev, ino: st.Ino, sem: w.rootSem}
 	if noOpenat2.Load() {
 		if root.os, err = os.OpenRoot(procFd(fd)); err != nil {
 			unix.Close(fd)
@@ -440,6 +528,15 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 	// Entries emitted here take their references before the caller lets go of
 	// the root (and, below, before this directory's handle is released).
 	defer em.takeRefs()
+	// The reference on the parent's node passes to this directory's own,
+	// if it is read; else it is dropped here.
+	defer func() {
+		if job.self != nil {
+			w.leave(job.self)
+		} else {
+			w.leave(job.up)
+		}
+	}()
 	fd := job.root.fd
 	var dh *dirHandle
 	if job.rel != "" {
@@ -481,11 +578,20 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: ErrRoot})
 		return
 	}
+	id := devIno{uint64(st.Dev), st.Ino}
+	if job.rel != "" && w.ov.claimed(job.root, id) {
+		return // a PATH of its own: walked (and emitted) under it
+	}
+	if w.ov.files != nil {
+		job.claimed = w.ov.files[id]
+	}
 	// A directory counts as visited only once it is read: one met at the depth
 	// limit or across a mount point may still be read when named as a PATH.
 	read := !(w.opt.MaxDepth >= 0 && job.depth >= w.opt.MaxDepth) &&
 		!(job.rel != "" && w.opt.OneFileSystem && st.Dev != job.root.dev)
-	if read && !w.visit(&st) {
+	// Without -L only a loop can bring the walk back to a directory (see
+	// enter); with it, symlinks make any directory reachable many times.
+	if read && (w.opt.Follow && !w.visit(&st) || !w.enter(&job, id)) {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: ErrVisited})
 		return
 	}
@@ -642,7 +748,7 @@ func (w *walk) readSorted(job dirJob, fdp *int, dh *dirHandle, s *sortedNames, e
 		}
 		if k&snDir != 0 {
 			job.root.acquire()
-			w.readDir(dirJob{root: job.root, rel: r, depth: job.depth + 1, parent: dh}, em, scratch)
+			w.readDir(dirJob{root: job.root, rel: r, depth: job.depth + 1, parent: dh, up: job.self}, em, scratch)
 			job.root.release()
 		}
 	}
@@ -696,7 +802,11 @@ func (w *walk) classify(job dirJob, dirfd int, dh *dirHandle, c child, em *emitt
 		if dh != nil {
 			dh.refs.Add(1) // released by readDir of the subdirectory once opened
 		}
-		return e, false, dirJob{root: job.root, rel: rel, depth: e.Depth, parent: dh}, true
+		job.self.refs.Add(1) // released by readDir of the subdirectory when done
+		return e, false, dirJob{root: job.root, rel: rel, depth: e.Depth, parent: dh, up: job.self}, true
+	}
+	if job.claimed != nil && slices.Contains(job.claimed, c.name) {
+		return e, false, dirJob{}, false // a PATH of its own
 	}
 	if !w.opt.Filter.Selected(rel) || !w.selected(&e, dirfd, c.name, &em.st) {
 		return e, false, dirJob{}, false

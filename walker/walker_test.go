@@ -220,12 +220,48 @@ func TestWalkFollowLoopTerminates(t *testing.T) {
 	}
 }
 
-func TestWalkOverlappingRootsReadOnce(t *testing.T) {
-	root := mktree(t, map[string]string{"sub/f": "f", "g": "g"})
-	g := sorted(walkAll(t, Options{MaxDepth: -1, Sorted: true}, root, filepath.Join(root, "sub")))
-	want := []string{"g:file", "sub/f:file", "sub:directory:" + ErrVisited.Error()}
-	if !slices.Equal(g, want) {
-		t.Errorf("got %q\nwant %q", g, want)
+// Each file once per run however the PATHs overlap (SAFETY 6); hard links
+// stay distinct paths. Named are the arguments; other roots come from stdin.
+func TestWalkOverlappingRoots(t *testing.T) {
+	root := mktree(t, map[string]string{"sub/f": "f", "g": "g", "x/h": "h"})
+	if err := os.Link(filepath.Join(root, "g"), filepath.Join(root, "link-to-g")); err != nil {
+		t.Fatal(err)
+	}
+	j := func(p string) string { return filepath.Join(root, p) }
+	seen := ":" + ErrSeen.Error()
+	base := filepath.Base(root)
+	tests := []struct {
+		name  string
+		roots []string
+		named int // how many of roots are arguments; the rest are from stdin
+		want  []string
+	}{
+		{"directory inside another", []string{root, j("sub")}, 2,
+			[]string{"g:file", "link-to-g:file", "x/h:file", "f:file"}},
+		{"directory inside another, named first", []string{j("sub"), root}, 2,
+			[]string{"f:file", "g:file", "link-to-g:file", "x/h:file"}},
+		{"the same directory twice", []string{root, root + "/."}, 2,
+			[]string{"g:file", "link-to-g:file", "sub/f:file", "x/h:file", ".:directory" + seen}},
+		{"a file inside a directory, named twice", []string{root, j("g"), j("x/../g")}, 3,
+			[]string{"link-to-g:file", "sub/f:file", "x/h:file", "g:file", "g:file" + seen}},
+		{"a file named first", []string{j("sub/f"), root}, 2,
+			[]string{"f:file", "g:file", "link-to-g:file", "x/h:file"}},
+		{"stdin repeats", []string{j("g"), j("x"), j("g"), j("x"), j("link-to-g")}, 0,
+			[]string{"g:file", "h:file", "g:file" + seen, "x:directory" + seen, "link-to-g:file"}},
+		{"stdin repeats an argument", []string{j("x"), j("g"), j("x"), j("g")}, 2,
+			[]string{"h:file", "g:file", "x:directory" + seen, "g:file" + seen}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := walkAll(t, Options{MaxDepth: -1, Sorted: true, Named: tt.roots[:tt.named]}, tt.roots...)
+			for i := range g {
+				g[i] = strings.TrimPrefix(g[i], base+"/")
+			}
+			// walkAll shows a root by its base name; the rest is below root.
+			if !slices.Equal(g, tt.want) {
+				t.Errorf("got %q\nwant %q", g, tt.want)
+			}
+		})
 	}
 }
 
