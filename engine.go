@@ -116,6 +116,9 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		Keep:          sel.keep,
 		Named:         named(paths),
 	}
+	if po, ok := task.(interface{ PostOrder() bool }); ok {
+		wopt.PostOrder = po.PostOrder()
+	}
 
 	// Queues hold batches; with exec -X's large fixed batches, the usual depths
 	// would keep tens of thousands of entries (and their results) in flight,

@@ -2,8 +2,6 @@ package tasks
 
 import (
 	"context"
-	"slices"
-	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -19,9 +17,7 @@ type Chmod struct {
 	umask       uint32
 	opt         MetaOptions
 
-	mu       sync.Mutex
-	deferred []walker.Entry // directories whose change would lock the walk out
-	noFast   atomic.Bool    // fchmodat2 is missing: always use descriptors
+	noFast atomic.Bool // fchmodat2 is missing: always use descriptors
 }
 
 // NewChmod returns the chmod task: files applies to regular files and dirs to
@@ -39,9 +35,26 @@ func (t *Chmod) NewWorker() Worker { return chmodWorker{t} }
 
 type chmodWorker struct{ t *Chmod }
 
-func (w chmodWorker) Run(ctx context.Context, e *walker.Entry, r *Result) { w.t.run(e, r, false) }
+func (w chmodWorker) Run(ctx context.Context, e *walker.Entry, r *Result) { w.t.run(e, r) }
 
-func (t *Chmod) run(e *walker.Entry, r *Result, finishing bool) {
+// PostOrder reports whether the walk must hand over each directory after
+// everything below it is done: taking the owner's read or search permission
+// away from a directory first could stop the walk below it (for a non-root
+// owner). The walk, not this task, holds what waits, so that is bounded by
+// the depth rather than the number of directories.
+func (t *Chmod) PostOrder() bool {
+	if t.dirs == nil {
+		return false
+	}
+	for old := uint32(0); old <= modeBits; old++ {
+		if (old&^t.dirs.Apply(old, true, t.umask))&0o500 != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *Chmod) run(e *walker.Entry, r *Result) {
 	if t.fast(e, r) {
 		return
 	}
@@ -72,16 +85,6 @@ func (t *Chmod) run(e *walker.Entry, r *Result, finishing bool) {
 	if mode == old {
 		return // no write: ctime stays as it is
 	}
-	if dir && !finishing && (old&^mode)&0o500 != 0 {
-		// Taking the owner's read or search permission away first could stop the
-		// walk below (for a non-root owner): change it after its children.
-		e.Hold()
-		t.mu.Lock()
-		t.deferred = append(t.deferred, *e)
-		t.mu.Unlock()
-		r.Later = true
-		return
-	}
 	r.Modified = true
 	if t.opt.DryRun {
 		return
@@ -89,25 +92,6 @@ func (t *Chmod) run(e *walker.Entry, r *Result, finishing bool) {
 	if err := chmodFd(fd, mode); err != nil {
 		r.Status, r.Err = Failed, err
 	}
-}
-
-// Finish changes the deferred directories, deepest first.
-func (t *Chmod) Finish(ctx context.Context) []Result {
-	t.mu.Lock()
-	es := t.deferred
-	t.deferred = nil
-	t.mu.Unlock()
-	slices.SortStableFunc(es, func(a, b walker.Entry) int { return b.Depth - a.Depth })
-	rs := make([]Result, 0, len(es))
-	for i := range es {
-		if ctx.Err() == nil {
-			r := Result{Entry: es[i]}
-			t.run(&es[i], &r, true)
-			rs = append(rs, r)
-		}
-		es[i].Done()
-	}
-	return rs
 }
 
 // fast handles a file listed from a directory that is still open with one

@@ -31,6 +31,12 @@ type Options struct {
 	// for tasks that change things.
 	PreserveRoot  bool
 	NoFollowRoots bool // a PATH that is a symlink is an entry itself, not followed (chown -h)
+	// PostOrder emits each directory that is read (Dirs) after everything
+	// below it, and only once every entry below it is Done: a task that may
+	// lock itself out of a directory (chmod u-x) changes it last. What waits
+	// is bounded by the depth and the directories queued, not their number.
+	// Sorted, the walk waits at each directory for the entries below it.
+	PostOrder bool
 	// Named are the PATHs given as arguments, as the roots yield them (the
 	// others are read from stdin): resolved before the walk, so that what one
 	// of them names is left out of the others' walks (see overlap.go).
@@ -91,6 +97,9 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 	if opt.Follow {
 		w.visited = make(map[devIno]struct{})
 	}
+	if opt.PostOrder {
+		w.open = make(map[*dirNode]struct{})
+	}
 	if opt.MaxRoots > 0 {
 		w.rootSem = make(chan struct{}, opt.MaxRoots)
 	}
@@ -146,7 +155,14 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 	w.cond.Broadcast()
 	w.mu.Unlock()
 	wg.Wait()
-	// Jobs left after cancellation still hold their root.
+	// Directories left unemitted after cancellation hold their root, as do
+	// jobs left.
+	w.mu.Lock()
+	for n := range w.open {
+		n.entry.Root.release()
+	}
+	clear(w.open)
+	w.mu.Unlock()
 	for _, j := range w.stack {
 		if j.parent != nil {
 			j.parent.release()
@@ -178,7 +194,13 @@ type dirJob struct {
 type dirNode struct {
 	id   devIno
 	up   *dirNode
-	refs atomic.Int32 // its own read, and each subdirectory job listed in it
+	refs atomic.Int64 // its own read, each subdirectory job listed in it, and (PostOrder) each entry below not yet done
+
+	// PostOrder: the walk (set only then), the directory's own entry and
+	// whether to emit it; the node holds a reference on the entry's root.
+	w     *walk
+	entry Entry
+	emit  bool
 }
 
 // enter registers the directory read by job as live and reports false if it is
@@ -207,21 +229,95 @@ func (w *walk) enter(job *dirJob, id devIno) bool {
 	}
 	n := &dirNode{id: id, up: job.up} // takes over job's reference on up
 	n.refs.Store(1)
+	if w.opt.PostOrder {
+		n.w = w
+		n.entry = Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth}
+		job.root.acquire()
+		w.mu.Lock()
+		w.open[n] = struct{}{}
+		w.mu.Unlock()
+	}
 	job.self = n
 	return true
 }
 
 // leave drops one reference on n: once nothing below it is left to read, it
 // is no longer live, and neither, in turn, may be its parent.
-func (w *walk) leave(n *dirNode) {
-	for n != nil && n.refs.Add(-1) == 0 {
-		w.liveMu.Lock()
-		if w.live[n.id]--; w.live[n.id] == 0 {
-			delete(w.live, n.id)
+func (w *walk) leave(n *dirNode, k int64) {
+	for n != nil {
+		switch r := n.refs.Add(-k); {
+		case r == 1 && n.w != nil && w.opt.Sorted:
+			// Only its own reference is left: wake readDir waiting to emit it.
+			w.mu.Lock()
+			w.cond.Broadcast()
+			w.mu.Unlock()
+			return
+		case r != 0:
+			return
 		}
-		w.liveMu.Unlock()
-		n = n.up
+		w.forget(n)
+		if n.w != nil {
+			// Its entry goes out from a reader (this may be a worker, which
+			// must not block on the walk's output), which then leaves n.up.
+			w.mu.Lock()
+			w.ready = append(w.ready, n)
+			w.cond.Broadcast()
+			w.mu.Unlock()
+			return
+		}
+		n, k = n.up, 1
 	}
+}
+
+func (w *walk) forget(n *dirNode) {
+	w.liveMu.Lock()
+	if w.live[n.id]--; w.live[n.id] == 0 {
+		delete(w.live, n.id)
+	}
+	w.liveMu.Unlock()
+}
+
+// postParent is what an entry for the directory of job, emitted at once,
+// holds with PostOrder: its parent's node, emitted after it.
+func (w *walk) postParent(job dirJob) *dirNode {
+	if job.up != nil && job.up.w != nil {
+		return job.up
+	}
+	return nil
+}
+
+// finishSorted emits a directory read by a sorted walk once everything below
+// it is done (PostOrder): in place, so that the order stays the same.
+func (w *walk) finishSorted(n *dirNode, em *emitter) {
+	em.flush() // the entries below go to the workers, whose end it waits for
+	w.mu.Lock()
+	for n.refs.Load() > 1 && w.ctx.Err() == nil {
+		w.cond.Wait()
+	}
+	w.mu.Unlock()
+	if w.ctx.Err() != nil {
+		return // Walk releases its root
+	}
+	n.refs.Store(0)
+	w.forget(n)
+	w.emitPost(n, em)
+}
+
+// emitPost emits a directory whose subtree is done (PostOrder), as an entry
+// listed in its parent, and drops its reference on the parent.
+func (w *walk) emitPost(n *dirNode, em *emitter) {
+	w.mu.Lock()
+	delete(w.open, n)
+	w.cond.Broadcast() // the walk may be over
+	w.mu.Unlock()
+	if n.emit {
+		e := n.entry
+		e.node = n.up
+		em.add(e)
+		em.takeRefs()
+	}
+	n.entry.Root.release()
+	w.leave(n.up, 1)
 }
 
 type walk struct {
@@ -234,6 +330,9 @@ type walk struct {
 	stack   []dirJob // directories waiting to be read; LIFO keeps it short
 	pending int      // jobs pushed and not yet finished
 	fed     bool     // every root has been fed
+
+	ready []*dirNode            // PostOrder: directories done, to emit (under mu)
+	open  map[*dirNode]struct{} // PostOrder: directories read and not yet emitted (under mu)
 
 	liveMu sync.Mutex
 	live   map[devIno]int32 // directories being walked (see dirNode), by how many nodes
@@ -286,7 +385,7 @@ func (em *emitter) add(e Entry) {
 	// batch leaves, so the caller's own references cover the entries until then.
 	if len(em.batch) > 0 {
 		last := &em.batch[len(em.batch)-1]
-		if last.Root != e.Root || last.dir != e.dir {
+		if last.Root != e.Root || last.dir != e.dir || last.node != e.node {
 			em.takeRefs()
 		}
 	}
@@ -301,13 +400,16 @@ func (em *emitter) takeRefs() {
 	for em.refd < len(em.batch) {
 		e := &em.batch[em.refd]
 		j := em.refd + 1
-		for j < len(em.batch) && em.batch[j].Root == e.Root && em.batch[j].dir == e.dir {
+		for j < len(em.batch) && em.batch[j].Root == e.Root && em.batch[j].dir == e.dir && em.batch[j].node == e.node {
 			j++
 		}
 		n := int64(j - em.refd)
 		e.Root.refs.Add(n)
 		if e.dir != nil {
 			e.dir.refs.Add(n)
+		}
+		if e.node != nil {
+			e.node.refs.Add(n)
 		}
 		em.refd = j
 	}
@@ -456,10 +558,14 @@ func (w *walk) reader() {
 	em := w.newEmitter()
 	scratch := make([]byte, scratchSize)
 	for {
-		job, ok := w.next(em)
+		job, post, ok := w.next(em)
 		if !ok {
 			em.flush()
 			return
+		}
+		if post != nil {
+			w.emitPost(post, em)
+			continue
 		}
 		w.readDir(job, em, scratch)
 		job.root.release()
@@ -470,12 +576,24 @@ func (w *walk) reader() {
 	}
 }
 
-func (w *walk) next(em *emitter) (dirJob, bool) {
+// next returns a directory to read, or (PostOrder) one to emit.
+func (w *walk) next(em *emitter) (dirJob, *dirNode, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	// Directories done go out first: they are what PostOrder holds.
+	if len(w.ready) > 0 && w.ctx.Err() == nil {
+		n := w.ready[len(w.ready)-1]
+		w.ready = w.ready[:len(w.ready)-1]
+		return dirJob{}, n, true
+	}
 	for len(w.stack) == 0 {
-		if (w.pending == 0 && w.fed) || w.ctx.Err() != nil {
-			return dirJob{}, false
+		if w.ctx.Err() != nil || (w.pending == 0 && w.fed && len(w.open) == 0) {
+			return dirJob{}, nil, false
+		}
+		if len(w.ready) > 0 {
+			n := w.ready[len(w.ready)-1]
+			w.ready = w.ready[:len(w.ready)-1]
+			return dirJob{}, n, true
 		}
 		if len(em.batch) > 0 {
 			// Nothing to read right now: hand over what we hold before sleeping,
@@ -488,11 +606,11 @@ func (w *walk) next(em *emitter) (dirJob, bool) {
 		w.cond.Wait()
 	}
 	if w.ctx.Err() != nil {
-		return dirJob{}, false
+		return dirJob{}, nil, false
 	}
 	job := w.stack[len(w.stack)-1]
 	w.stack = w.stack[:len(w.stack)-1]
-	return job, true
+	return job, nil, true
 }
 
 func (w *walk) push(job dirJob) {
@@ -531,10 +649,14 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 	// The reference on the parent's node passes to this directory's own,
 	// if it is read; else it is dropped here.
 	defer func() {
-		if job.self != nil {
-			w.leave(job.self)
-		} else {
-			w.leave(job.up)
+		em.takeRefs() // entries below take their references on the node first
+		switch {
+		case job.self == nil:
+			w.leave(job.up, 1)
+		case job.self.w != nil && w.opt.Sorted:
+			w.finishSorted(job.self, em)
+		default:
+			w.leave(job.self, 1)
 		}
 	}()
 	fd := job.root.fd
@@ -599,7 +721,11 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 	// match it too.
 	if w.opt.Dirs && (w.opt.Types == 0 || w.opt.Types&(1<<Dir) != 0) && (w.opt.Stat == nil || w.opt.Stat(&st)) &&
 		(w.opt.Filter == nil || len(w.opt.Filter.include) == 0 || w.opt.Filter.Selected(job.rel)) {
-		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth})
+		if job.self != nil && job.self.w != nil {
+			job.self.emit = true // after what is below it
+		} else {
+			em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, node: w.postParent(job)})
+		}
 	}
 	if !read {
 		return // at the depth limit, or a mount point under -x (find -xdev)
@@ -741,6 +867,9 @@ func (w *walk) readSorted(job dirJob, fdp *int, dh *dirHandle, s *sortedNames, e
 		r := strings.Clone(rel(s.name(k)))
 		if k&snEmit != 0 {
 			e := Entry{Root: job.root, Rel: r, Type: Type(k & snType), Depth: job.depth + 1, dir: dh}
+			if job.self.w != nil {
+				e.node = job.self
+			}
 			if k&snErr != 0 {
 				e.Err = s.errs[i]
 			}
@@ -775,6 +904,9 @@ func (w *walk) child(job dirJob, dirfd int, dh *dirHandle, c child, em *emitter)
 func (w *walk) classify(job dirJob, dirfd int, dh *dirHandle, c child, em *emitter) (e Entry, emit bool, sub dirJob, dir bool) {
 	rel := c.rel
 	e = Entry{Root: job.root, Rel: rel, Depth: job.depth + 1, dir: dh}
+	if job.self.w != nil {
+		e.node = job.self
+	}
 	if c.err != nil {
 		e.Err = unwrapPathErr(c.err)
 		if errors.Is(e.Err, unix.ENOENT) {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
@@ -532,4 +533,72 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// PostOrder hands over a directory only once every entry below it is Done,
+// sorted or not: the consumer here holds entries back and lets them go late.
+func TestWalkPostOrder(t *testing.T) {
+	files := map[string]string{"top": "t"}
+	for _, d := range []string{"a", "a/b", "a/b/c", "d", "d/e"} {
+		for i := range 5 {
+			files[fmt.Sprintf("%s/f%d", d, i)] = "x"
+		}
+	}
+	files["empty/"] = ""
+	root := mktree(t, files)
+	for _, sortedWalk := range []bool{false, true} {
+		t.Run(fmt.Sprint("sorted=", sortedWalk), func(t *testing.T) {
+			out := make(chan []Entry, 1)
+			errc := make(chan error, 1)
+			opt := Options{MaxDepth: -1, Dirs: true, PostOrder: true, Sorted: sortedWalk, Readers: 3,
+				BatchSize: func() int { return 2 }}
+			go func() {
+				errc <- Walk(context.Background(), paths(root), opt, out)
+				close(out)
+			}()
+			done := map[string]bool{}
+			var held []Entry
+			release := func() {
+				for i := range held {
+					done[held[i].Rel] = true
+					held[i].Done()
+				}
+				held = held[:0]
+			}
+			dirs := 0
+		loop:
+			for {
+				select {
+				case b, ok := <-out:
+					if !ok {
+						break loop
+					}
+					for _, e := range b {
+						if e.Err != nil {
+							t.Errorf("%s: %v", e.Rel, e.Err)
+						}
+						if e.Type == Dir {
+							dirs++
+							for p := range files {
+								p = strings.TrimSuffix(p, "/")
+								if (e.Rel == "" || strings.HasPrefix(p, e.Rel+"/")) && !done[p] {
+									t.Errorf("directory %q handed over before %q was done", e.Rel, p)
+								}
+							}
+						}
+						held = append(held, e)
+					}
+				case <-time.After(2 * time.Millisecond):
+					release() // the walk waits for these
+				}
+			}
+			release()
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			if dirs != 7 {
+				t.Errorf("%d directories, want 7", dirs)
+			}
+		})
+	}
 }
