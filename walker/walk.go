@@ -183,9 +183,14 @@ type dirJob struct {
 	depth  int
 	parent *dirHandle // open parent to open rel relative to, if any (held)
 	up     *dirNode   // the directory it was listed in (held), nil for a root
-	self   *dirNode   // set by readDir once the directory is being read
+}
+
+// listing is a directory job as readDir reads it.
+type listing struct {
+	dirJob
+	self *dirNode // once it is being read
 	// claimed are the names in it that are non-directory PATHs of their own,
-	// left out of this walk (set by readDir).
+	// left out of this walk.
 	claimed []string
 }
 
@@ -207,7 +212,7 @@ type dirNode struct {
 // one of its own ancestors: a loop (a bind mount of a directory below itself).
 // Only live directories are kept, so memory follows the depth and the
 // directories waiting to be read, not all directories walked.
-func (w *walk) enter(job *dirJob, id devIno) bool {
+func (w *walk) enter(job *listing, id devIno) bool {
 	w.liveMu.Lock()
 	hit := w.live[id] > 0
 	if !hit {
@@ -279,7 +284,7 @@ func (w *walk) forget(n *dirNode) {
 
 // postParent is what an entry for the directory of job, emitted at once,
 // holds with PostOrder: its parent's node, emitted after it.
-func (w *walk) postParent(job dirJob) *dirNode {
+func (w *walk) postParent(job *listing) *dirNode {
 	if job.up != nil && job.up.w != nil {
 		return job.up
 	}
@@ -642,7 +647,8 @@ func procFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 // readDir reads one directory: opens it beneath its root, emits it (Dirs), then
 // emits its non-directory children and pushes (or, Sorted, descends into) its
 // subdirectories.
-func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
+func (w *walk) readDir(j dirJob, em *emitter, scratch []byte) {
+	job := &listing{dirJob: j}
 	// Entries emitted here take their references before the caller lets go of
 	// the root (and, below, before this directory's handle is released).
 	defer em.takeRefs()
@@ -713,7 +719,7 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 		!(job.rel != "" && w.opt.OneFileSystem && st.Dev != job.root.dev)
 	// Without -L only a loop can bring the walk back to a directory (see
 	// enter); with it, symlinks make any directory reachable many times.
-	if read && (w.opt.Follow && !w.visit(&st) || !w.enter(&job, id)) {
+	if read && (w.opt.Follow && !w.visit(&st) || !w.enter(job, id)) {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: ErrVisited})
 		return
 	}
@@ -807,7 +813,7 @@ func (s *sortedNames) name(k uint64) []byte {
 // unless it is kept as a handle, closes it before the children are emitted
 // and descended into, in order, so that a deep tree holds no more descriptors
 // than the handle budget.
-func (w *walk) readSorted(job dirJob, fdp *int, dh *dirHandle, s *sortedNames, em *emitter, scratch []byte) {
+func (w *walk) readSorted(job *listing, fdp *int, dh *dirHandle, s *sortedNames, em *emitter, scratch []byte) {
 	slices.SortFunc(s.idx, func(a, b uint64) int { return bytes.Compare(s.name(a), s.name(b)) })
 	fd := *fdp
 	var nb []byte
@@ -891,7 +897,7 @@ type child struct {
 }
 
 // child emits one listed name, or returns the directory job to read for it.
-func (w *walk) child(job dirJob, dirfd int, dh *dirHandle, c child, em *emitter) (dirJob, bool) {
+func (w *walk) child(job *listing, dirfd int, dh *dirHandle, c child, em *emitter) (dirJob, bool) {
 	e, emit, sub, dir := w.classify(job, dirfd, dh, c, em)
 	if emit {
 		em.add(e)
@@ -901,7 +907,7 @@ func (w *walk) child(job dirJob, dirfd int, dh *dirHandle, c child, em *emitter)
 
 // classify returns the entry to emit for one listed name (emit), or the
 // directory job to read for it (dir).
-func (w *walk) classify(job dirJob, dirfd int, dh *dirHandle, c child, em *emitter) (e Entry, emit bool, sub dirJob, dir bool) {
+func (w *walk) classify(job *listing, dirfd int, dh *dirHandle, c child, em *emitter) (e Entry, emit bool, sub dirJob, dir bool) {
 	rel := c.rel
 	e = Entry{Root: job.root, Rel: rel, Depth: job.depth + 1, dir: dh}
 	if job.self.w != nil {
