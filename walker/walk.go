@@ -1,7 +1,6 @@
 package walker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"iter"
@@ -772,49 +771,18 @@ func (w *walk) readDir(j dirJob, em *emitter, scratch []byte) {
 	}
 }
 
-// sortedNames holds one directory's names for a sorted walk compactly: the
-// names in fixed-size chunks (growing never copies them), and per name a word
-// packing where it is, its length and what the walk learnt of it. A string
-// and an Entry per name cost twenty times the names themselves.
-type sortedNames struct {
-	chunks [][]byte
-	idx    []uint64      // chunk<<40 | off<<24 | len<<8 | flags
-	errs   map[int]error // by position in idx, after sorting: rare
-}
-
-// A name is never split across chunks: one is at most 64 KiB (d_reclen is 16
-// bits), so a chunk always has room for the first name put in it.
-const snChunk = 1 << 16
-
-// Flags of a sorted name: its d_type until it is classified, then what to do.
-const (
-	snEmit = 1 << 4 // emit an entry
-	snDir  = 1 << 5 // a directory to descend into
-	snErr  = 1 << 6 // errs holds the entry's error
-	snType = 0x0f   // the Type, once classified
-)
-
-func (s *sortedNames) add(name []byte, dt uint8) {
-	if len(s.chunks) == 0 || cap(s.chunks[len(s.chunks)-1])-len(s.chunks[len(s.chunks)-1]) < len(name) {
-		s.chunks = append(s.chunks, make([]byte, 0, snChunk))
-	}
-	c := &s.chunks[len(s.chunks)-1]
-	s.idx = append(s.idx, uint64(len(s.chunks)-1)<<40|uint64(len(*c))<<24|uint64(len(name))<<8|uint64(dt))
-	*c = append(*c, name...)
-}
-
-func (s *sortedNames) name(k uint64) []byte {
-	c, off, n := k>>40, k>>24&0xffff, k>>8&0xffff
-	return s.chunks[c][off : off+n]
-}
-
 // readSorted classifies the names of a directory read for a sorted walk, in
 // byte order, while the directory is open (lstat for selections, -L); then,
 // unless it is kept as a handle, closes it before the children are emitted
 // and descended into, in order, so that a deep tree holds no more descriptors
 // than the handle budget.
 func (w *walk) readSorted(job *listing, fdp *int, dh *dirHandle, s *sortedNames, em *emitter, scratch []byte) {
-	slices.SortFunc(s.idx, func(a, b uint64) int { return bytes.Compare(s.name(a), s.name(b)) })
+	defer s.close()
+	if s.spill != nil {
+		w.readMerged(job, *fdp, dh, s, em, scratch)
+		return
+	}
+	s.sort()
 	fd := *fdp
 	var nb []byte
 	// rel builds a child's path in nb: a string without a copy for the
