@@ -617,14 +617,28 @@ func (w *walk) next(em *emitter) (dirJob, *dirNode, bool) {
 	return job, nil, true
 }
 
-func (w *walk) push(job dirJob) {
-	job.root.acquire()
+// maxQueued bounds the directories waiting to be read: a directory of a
+// million subdirectories would otherwise queue them all (a variable, for tests).
+var maxQueued = 4096
+
+// push queues a directory to be read, or reports false when the queue is
+// full: the caller reads it itself, at once.
+func (w *walk) push(job dirJob) bool {
 	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.stack) >= maxQueued {
+		return false
+	}
+	job.root.acquire()
 	w.stack = append(w.stack, job)
 	w.pending++
 	w.cond.Signal()
-	w.mu.Unlock()
+	return true
 }
+
+// scratches are getdents buffers for directories read inside the listing of
+// another (the queue was full), which is still using its own.
+var scratches = sync.Pool{New: func() any { b := make([]byte, scratchSize); return &b }}
 
 func (w *walk) visit(st *unix.Stat_t) bool {
 	k := devIno{uint64(st.Dev), st.Ino}
@@ -755,8 +769,14 @@ func (w *walk) readDir(j dirJob, em *emitter, scratch []byte) {
 			c.rel = c.name
 		}
 		c.typ, c.err = direntType(fd, c.name, dt)
-		if sub, ok := w.child(job, fd, dh, c, em); ok {
-			w.push(sub)
+		if sub, ok := w.child(job, fd, dh, c, em); ok && !w.push(sub) {
+			// Depth first, as a sorted walk goes: what this holds is bounded
+			// by the depth, one descriptor and one buffer a level.
+			b := scratches.Get().(*[]byte)
+			job.root.acquire()
+			w.readDir(sub, em, *b)
+			job.root.release()
+			scratches.Put(b)
 		}
 		return true
 	})

@@ -617,3 +617,25 @@ func TestWalkPostOrder(t *testing.T) {
 		})
 	}
 }
+
+// Past maxQueued directories waiting, a reader reads a subdirectory itself, at
+// once: everything is still found once, in post-order too.
+func TestWalkQueueFull(t *testing.T) {
+	files := map[string]string{}
+	var want []string
+	for i := range 40 {
+		for _, p := range []string{fmt.Sprintf("d%02d/f", i), fmt.Sprintf("d%02d/s/g", i)} {
+			files[p] = "x"
+			want = append(want, p+":file")
+		}
+	}
+	root := mktree(t, files)
+	defer func(old int) { maxQueued = old }(maxQueued)
+	maxQueued = 2
+	for _, post := range []bool{false, true} {
+		g := sorted(walkAll(t, Options{MaxDepth: -1, Readers: 3, PostOrder: post}, root))
+		if !slices.Equal(g, sorted(want)) {
+			t.Errorf("PostOrder %v: got %d entries %q\nwant %d", post, len(g), g, len(want))
+		}
+	}
+}
