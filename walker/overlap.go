@@ -17,6 +17,11 @@ import (
 // file by the same name), up to maxStdinSeen of them; they are not checked
 // against what the walks below other PATHs find.
 //
+// The stat of each PATH made here is the one the feed uses (without age or
+// size selections), and a file PATH's directory is looked up only once a
+// directory is to be walked: `find | xargs pbatch hash` costs no extra
+// system call per file.
+//
 // A file is known by its directory and name, not its inode: hard links are
 // distinct paths, each processed (hash prints a line for each).
 
@@ -36,9 +41,11 @@ func (e errSeen) Error() string { return string(e) }
 // arguments: about 40 bytes each.
 const maxStdinSeen = 1 << 18
 
-type fileKey struct {
-	dir  devIno
-	name string
+// namedFile is a file PATH as named: a file by its inode and its path made
+// clean, so that hard links stay apart.
+type namedFile struct {
+	id   devIno
+	path string
 }
 
 // seenKey is a path read from stdin: a directory by (dev, ino) alone, a file
@@ -57,8 +64,10 @@ type overlap struct {
 
 	// The feeder's alone.
 	named     []namedRoot
+	paths     []string // Named
+	filesDone bool     // files is complete
 	takenDirs map[devIno]bool
-	takenFile map[fileKey]bool
+	takenFile map[namedFile]bool
 	stdin     map[seenKey]struct{}
 	full      bool // stdin reached maxStdinSeen
 	seed      maphash.Seed
@@ -66,18 +75,18 @@ type overlap struct {
 
 type namedRoot struct {
 	ok   bool // resolved; else the feed reports what is wrong with it
-	dir  bool
+	mode uint32
 	id   devIno
-	file fileKey
 }
 
 // resolve records the identities of the named PATHs. A PATH that cannot be
 // resolved now is reported when it is fed.
 func (o *overlap) resolve(named []string, noFollow bool) {
 	o.seed = maphash.MakeSeed()
+	o.paths = named
 	o.named = make([]namedRoot, len(named))
 	o.takenDirs = make(map[devIno]bool)
-	o.takenFile = make(map[fileKey]bool)
+	o.takenFile = make(map[namedFile]bool)
 	o.stdin = make(map[seenKey]struct{})
 	stat := unix.Stat
 	if noFollow {
@@ -89,25 +98,48 @@ func (o *overlap) resolve(named []string, noFollow bool) {
 			continue
 		}
 		id := devIno{uint64(st.Dev), st.Ino}
+		o.named[i] = namedRoot{ok: true, mode: st.Mode, id: id}
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			if o.dirs == nil {
 				o.dirs = make(map[devIno]struct{})
 			}
 			o.dirs[id] = struct{}{}
-			o.named[i] = namedRoot{ok: true, dir: true, id: id}
+			continue
+		}
+		o.stdin[seenKey{id, maphash.String(o.seed, p)}] = struct{}{}
+	}
+}
+
+// stat gives the feed what resolve learnt of a named PATH, if anything.
+func (o *overlap) stat(ni int, st *unix.Stat_t) bool {
+	if ni < 0 || !o.named[ni].ok {
+		return false
+	}
+	n := &o.named[ni]
+	*st = unix.Stat_t{Dev: n.id.dev, Ino: n.id.ino, Mode: n.mode}
+	return true
+}
+
+// claimFiles looks up the directory of each file PATH, so that walks leave
+// those files out; once, before the first directory is walked.
+func (o *overlap) claimFiles() {
+	if o.filesDone {
+		return
+	}
+	o.filesDone = true
+	for i, p := range o.paths {
+		if !o.named[i].ok || o.named[i].mode&unix.S_IFMT == unix.S_IFDIR {
 			continue
 		}
 		var ds unix.Stat_t
 		if unix.Stat(filepath.Dir(p), &ds) != nil {
 			continue
 		}
-		k := fileKey{devIno{uint64(ds.Dev), ds.Ino}, filepath.Base(p)}
+		k := devIno{uint64(ds.Dev), ds.Ino}
 		if o.files == nil {
 			o.files = make(map[devIno][]string)
 		}
-		o.files[k.dir] = append(o.files[k.dir], k.name)
-		o.named[i] = namedRoot{ok: true, id: id, file: k}
-		o.stdin[seenKey{id, maphash.String(o.seed, p)}] = struct{}{}
+		o.files[k] = append(o.files[k], filepath.Base(p))
 	}
 }
 
@@ -117,21 +149,16 @@ func (o *overlap) resolve(named []string, noFollow bool) {
 func (o *overlap) repeat(path string, ni int, st *unix.Stat_t) (seen, limit bool) {
 	id := devIno{uint64(st.Dev), st.Ino}
 	dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-	if ni >= 0 && o.named[ni].ok {
-		id = o.named[ni].id // as resolved, should the path have changed since
-	}
 	switch _, named := o.dirs[id]; {
 	case dir && named:
 		seen = o.takenDirs[id]
 		o.takenDirs[id] = true
 		return seen, false
-	case !dir && ni >= 0 && o.named[ni].ok:
-		k := o.named[ni].file
+	case !dir && ni >= 0:
+		k := namedFile{id, filepath.Clean(path)}
 		seen = o.takenFile[k]
 		o.takenFile[k] = true
 		return seen, false
-	case ni >= 0:
-		return false, false // could not be resolved: the feed reports why
 	}
 	k := seenKey{id: id}
 	if !dir {

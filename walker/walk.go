@@ -476,9 +476,13 @@ func (w *walk) feed(path string, named int, em *emitter) {
 	if w.opt.NoFollowRoots {
 		stat = unix.Lstat
 	}
-	if err := stat(path, &st); err != nil {
-		em.add(Entry{Root: &Root{Path: path, fd: -1}, Err: err})
-		return
+	// A named PATH was looked at before the walk; age and size selections
+	// need the whole stat, taken now.
+	if w.opt.Stat != nil || !w.ov.stat(named, &st) {
+		if err := stat(path, &st); err != nil {
+			em.add(Entry{Root: &Root{Path: path, fd: -1}, Err: err})
+			return
+		}
 	}
 	// '/' is refused each time it is named, not noted as a repeat.
 	slash := w.opt.PreserveRoot && st.Ino == w.slash.ino && uint64(st.Dev) == w.slash.dev
@@ -502,6 +506,7 @@ func (w *walk) feed(path string, named int, em *emitter) {
 		em.add(e)
 		return
 	}
+	w.ov.claimFiles() // before any directory is read
 	if w.rootSem != nil {
 		// The entries this emitter holds may be what keeps other roots open.
 		em.flush()
