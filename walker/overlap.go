@@ -22,7 +22,8 @@ import (
 // directory is to be walked: `find | xargs pbatch hash` costs no extra
 // system call per file.
 //
-// A file is known by its directory and name, not its inode: hard links are
+// A file PATH is known in a walk by its directory and name, and among the
+// PATHs by its inode and clean path, never by its inode alone: hard links are
 // distinct paths, each processed (hash prints a line for each).
 
 // ErrSeen marks a PATH already walked in this run: named twice, or again under
@@ -58,7 +59,7 @@ type seenKey struct {
 }
 
 type overlap struct {
-	// Read by every reader, written only before the walk.
+	// Read by every reader, written only before the first directory is read.
 	dirs  map[devIno]struct{} // the directories named
 	files map[devIno][]string // the names of non-directory PATHs, by their directory
 
