@@ -37,11 +37,15 @@ func compressCommands(stdin io.Reader, stdout, stderr io.Writer) []*cli.Command 
 		rm       bool
 		force    bool
 		noVerify bool
+		// noPreserveRoot lets --rm work on "/": removing originals is what
+		// preserve-root guards (GNU rm, chmod, chown).
+		noPreserveRoot bool
 	}
 	var d struct {
 		engineOpts
-		rm    bool
-		force bool
+		rm             bool
+		force          bool
+		noPreserveRoot bool
 	}
 	check := func(cmd string, o *engineOpts) error {
 		if err := o.validate(cmd); err != nil {
@@ -71,6 +75,7 @@ EXAMPLES:
 				&cli.IntFlag{Name: "level", Aliases: []string{"l"}, Destination: &c.level,
 					Usage: "compression `LEVEL`: gzip 1-9 (default 6), zstd 1-22 (default 3)"},
 				&cli.BoolFlag{Name: "rm", Destination: &c.rm, Usage: "remove each original once its output is durable and verified"},
+				&cli.BoolFlag{Name: "no-preserve-root", Destination: &c.noPreserveRoot, Usage: "with --rm, allow '/' as a PATH or met in the tree"},
 				&cli.BoolFlag{Name: "force", Destination: &c.force, Usage: "replace an existing output (by rename; it is never written through)"},
 				&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Destination: &c.dryRun, Usage: "print what would be done, change nothing"},
 				&cli.BoolFlag{Name: "no-verify", Destination: &c.noVerify, Usage: "with --rm, do not decode the output before removing the original"},
@@ -81,6 +86,7 @@ EXAMPLES:
 				if err := check("compress", &c.engineOpts); err != nil {
 					return err
 				}
+				c.preserveRoot = c.rm && !c.noPreserveRoot
 				ro, done, err := c.readOpts(cc.Context, "compress", nil, stderr)
 				if err != nil {
 					return err
@@ -112,6 +118,7 @@ EXAMPLES:
    pbatch decompress --include '*.zst' -k /data`,
 			Flags: append(engineFlags(&d.engineOpts),
 				&cli.BoolFlag{Name: "rm", Destination: &d.rm, Usage: "remove each compressed original once its output is durable"},
+				&cli.BoolFlag{Name: "no-preserve-root", Destination: &d.noPreserveRoot, Usage: "with --rm, allow '/' as a PATH or met in the tree"},
 				&cli.BoolFlag{Name: "force", Destination: &d.force, Usage: "replace an existing output (by rename)"},
 				&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Destination: &d.dryRun, Usage: "print what would be done, change nothing"},
 				&cli.StringFlag{Name: "output-format", Value: "text", Destination: &d.engineOpts.format,
@@ -121,6 +128,7 @@ EXAMPLES:
 				if err := check("decompress", &d.engineOpts); err != nil {
 					return err
 				}
+				d.preserveRoot = d.rm && !d.noPreserveRoot
 				ro, done, err := d.readOpts(cc.Context, "decompress", nil, stderr)
 				if err != nil {
 					return err

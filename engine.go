@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -12,8 +11,10 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
+	"pbatch/manifest"
 	"pbatch/pool"
 	"pbatch/tasks"
 	"pbatch/walker"
@@ -114,6 +115,10 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		Types:         sel.types,
 		Stat:          sel.stat,
 		Keep:          sel.keep,
+		Named:         named(paths),
+	}
+	if po, ok := task.(interface{ PostOrder() bool }); ok {
+		wopt.PostOrder = po.PostOrder()
 	}
 
 	// Queues hold batches; with exec -X's large fixed batches, the usual depths
@@ -392,8 +397,25 @@ func recycleResults(rs []tasks.Result) {
 	resultPool.Put(&rs)
 }
 
+// named returns the PATH arguments other than "-", in order.
+func named(paths []string) []string {
+	var ns []string
+	for _, p := range paths {
+		if p != "-" {
+			ns = append(ns, p)
+		}
+	}
+	return ns
+}
+
+// maxPathLine bounds one path read from stdin (PATH_MAX is 4096, but longer
+// paths exist and are walked); a longer line is reported and skipped.
+const maxPathLine = 1 << 20
+
 // rootSeq yields the PATH arguments in order, with "-" replaced by the paths read
 // from stdin (one per line, or NUL-separated with -0), streamed, never collected.
+// A line too long to be a path is yielded with an error, as walker.Walk takes a
+// failed root: reported, and the list goes on.
 func rootSeq(paths []string, stdin io.Reader, null bool) iter.Seq2[string, error] {
 	return func(yield func(string, error) bool) {
 		for _, p := range paths {
@@ -407,31 +429,42 @@ func rootSeq(paths []string, stdin io.Reader, null bool) iter.Seq2[string, error
 			if null {
 				sep = 0
 			}
-			sc := bufio.NewScanner(stdin)
-			sc.Buffer(make([]byte, 64<<10), 1<<20)
-			sc.Split(func(data []byte, atEOF bool) (int, []byte, error) {
-				for i, b := range data {
-					if b == sep {
-						return i + 1, data[:i], nil
+			lr := manifest.NewLineReader(stdin, sep, maxPathLine)
+			for n := 1; ; n++ {
+				rec, tooLong, err := lr.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					yield("", fmt.Errorf("reading paths from stdin: %w", err))
+					return
+				}
+				if tooLong {
+					if !yield(truncatedPath(rec), fmt.Errorf("path line too long: more than %d bytes (line %d of stdin)", maxPathLine, n)) {
+						return
 					}
-				}
-				if atEOF && len(data) > 0 {
-					return len(data), data, nil
-				}
-				return 0, nil, nil
-			})
-			for sc.Scan() {
-				if len(sc.Bytes()) == 0 {
 					continue
 				}
-				if !yield(sc.Text(), nil) {
+				if len(rec) == 0 {
+					continue
+				}
+				if !yield(string(rec), nil) {
 					return
 				}
 			}
-			if err := sc.Err(); err != nil {
-				yield("", fmt.Errorf("reading paths from stdin: %w", err))
-				return
-			}
 		}
 	}
+}
+
+// truncatedPath is the start of an overlong path line, to name it in a message.
+func truncatedPath(b []byte) string {
+	const show = 64
+	if len(b) <= show {
+		return string(b)
+	}
+	n := show
+	for n > 0 && !utf8.RuneStart(b[n]) {
+		n--
+	}
+	return string(b[:n]) + "…"
 }

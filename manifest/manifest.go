@@ -57,6 +57,51 @@ import (
 // longer one is malformed and skipped, so memory stays bounded.
 const maxLine = 1 << 20
 
+// LineReader reads records ended by a delimiter (the last one may lack it),
+// holding at most max bytes of one record, so that memory stays bounded
+// whatever the input: a longer record is read to its end, reported as too
+// long, and reading goes on with the next. Manifests and the path lists read
+// from stdin share it.
+type LineReader struct {
+	br    *bufio.Reader
+	delim byte
+	max   int
+	rec   []byte
+}
+
+// NewLineReader returns a LineReader of r for records of at most max bytes.
+func NewLineReader(r io.Reader, delim byte, max int) *LineReader {
+	return &LineReader{br: bufio.NewReader(r), delim: delim, max: max}
+}
+
+// Next returns the next record without its delimiter, valid until the next
+// call. For a record longer than max, tooLong is set and rec holds its first
+// max bytes (for a message). After the last record err is io.EOF; any other
+// error is the reader's.
+func (l *LineReader) Next() (rec []byte, tooLong bool, err error) {
+	l.rec = l.rec[:0]
+	empty := true
+	for {
+		chunk, err := l.br.ReadSlice(l.delim)
+		empty = empty && len(chunk) == 0
+		if err == nil {
+			chunk = chunk[:len(chunk)-1]
+		}
+		if room := l.max - len(l.rec); len(chunk) > room {
+			tooLong = true
+			chunk = chunk[:room]
+		}
+		l.rec = append(l.rec, chunk...)
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err == nil, err == io.EOF && !empty: // the last record may be unterminated
+			return l.rec, tooLong, nil
+		}
+		return nil, false, err
+	}
+}
+
 var (
 	// ErrMalformed is wrapped by the LineError of a record that does not parse.
 	ErrMalformed = errors.New("improperly formatted")
@@ -152,11 +197,10 @@ func byTag(tag string) *algorithm {
 
 // Reader reads entries from a manifest. It holds at most one record in memory.
 type Reader struct {
-	br    *bufio.Reader
+	lr    *LineReader
 	delim byte
 	def   *algorithm // nil: none given
 	line  int
-	rec   []byte
 	err   error // sticky: a read error, a bad option, or io.EOF
 
 	// layout is coreutils' bsd_reversed: set by the first untagged line.
@@ -172,10 +216,11 @@ const (
 // NewReader returns a Reader of r. An unknown Options.DefaultAlgorithm is
 // reported by the first call to Next.
 func NewReader(r io.Reader, opt Options) *Reader {
-	rd := &Reader{br: bufio.NewReader(r), delim: '\n'}
+	rd := &Reader{delim: '\n'}
 	if opt.NullTerminated {
 		rd.delim = 0
 	}
+	rd.lr = NewLineReader(r, rd.delim, maxLine)
 	if opt.DefaultAlgorithm != "" {
 		if rd.def = byName(opt.DefaultAlgorithm); rd.def == nil {
 			rd.err = fmt.Errorf("unknown algorithm %q", opt.DefaultAlgorithm)
@@ -190,7 +235,7 @@ func NewReader(r io.Reader, opt Options) *Reader {
 // any other error is final.
 func (r *Reader) Next() (Entry, error) {
 	for r.err == nil {
-		rec, tooLong, err := r.read()
+		rec, tooLong, err := r.lr.Next()
 		if err != nil {
 			r.err = err
 			break
@@ -212,37 +257,6 @@ func (r *Reader) Next() (Entry, error) {
 		}
 	}
 	return Entry{}, r.err
-}
-
-// read returns the next record without its terminator. A record longer than
-// maxLine is read to its end and dropped, and tooLong is set.
-func (r *Reader) read() (rec []byte, tooLong bool, err error) {
-	r.rec = r.rec[:0]
-	empty := true
-	for {
-		chunk, err := r.br.ReadSlice(r.delim)
-		empty = empty && len(chunk) == 0
-		if !tooLong {
-			if len(r.rec)+len(chunk) > maxLine+1 {
-				tooLong = true
-				r.rec = r.rec[:0]
-			} else {
-				r.rec = append(r.rec, chunk...)
-			}
-		}
-		switch {
-		case err == bufio.ErrBufferFull:
-			continue
-		case err == io.EOF && !empty: // last record, unterminated
-			return r.rec, tooLong || len(r.rec) > maxLine, nil
-		case err != nil:
-			return nil, false, err
-		}
-		if tooLong {
-			return nil, true, nil
-		}
-		return r.rec[:len(r.rec)-1], false, nil
-	}
 }
 
 func isWhite(c byte) bool { return c == ' ' || c == '\t' }

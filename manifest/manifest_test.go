@@ -586,3 +586,46 @@ func TestParseMtime(t *testing.T) {
 		}
 	}
 }
+
+func TestLineReader(t *testing.T) {
+	long := strings.Repeat("x", 10)
+	tests := []struct {
+		name  string
+		in    string
+		delim byte
+		max   int
+		want  []string // "!" prefix: too long, followed by what was kept
+	}{
+		{"lines", "a\nbb\n\nc", '\n', 4, []string{"a", "bb", "", "c"}},
+		{"exactly max", "abcd\nx\n", '\n', 4, []string{"abcd", "x"}},
+		{"one over max", "abcde\nx\n", '\n', 4, []string{"!abcd", "x"}},
+		{"long unterminated last", "x\n" + long, '\n', 4, []string{"x", "!xxxx"}},
+		{"nul", "a\x00" + long + "\x00b\nc\x00", 0, 4, []string{"a", "!xxxx", "b\nc"}},
+		{"empty", "", '\n', 4, nil},
+		// Past bufio's buffer: the record is read to its end in chunks.
+		{"longer than the buffer", strings.Repeat("y", 10000) + "\nz", '\n', 4096, []string{"!" + strings.Repeat("y", 4096), "z"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lr := NewLineReader(strings.NewReader(tt.in), tt.delim, tt.max)
+			var got []string
+			for {
+				rec, tooLong, err := lr.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				s := string(rec)
+				if tooLong {
+					s = "!" + s
+				}
+				got = append(got, s)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -2,7 +2,6 @@ package tasks
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -19,12 +18,9 @@ type Chmod struct {
 	umask       uint32
 	opt         MetaOptions
 
-	mu       sync.Mutex
-	deferred []walker.Entry // directories whose change would lock the walk out
-	noFast   atomic.Bool    // fchmodat2 is missing: always use descriptors
-	// Whether the files' mode gives every file the same bits whatever it
-	// had: 0 not known yet, 1 yes, 2 no (see fixedFiles).
-	filesFixed atomic.Int32
+	noFast     atomic.Bool // fchmodat2 is missing: always use descriptors
+	fixedOnce  sync.Once
+	filesFixed bool // files' mode does not depend on the old one (fixedMode)
 }
 
 // NewChmod returns the chmod task: files applies to regular files and dirs to
@@ -42,9 +38,26 @@ func (t *Chmod) NewWorker() Worker { return chmodWorker{t} }
 
 type chmodWorker struct{ t *Chmod }
 
-func (w chmodWorker) Run(ctx context.Context, e *walker.Entry, r *Result) { w.t.run(e, r, false) }
+func (w chmodWorker) Run(ctx context.Context, e *walker.Entry, r *Result) { w.t.run(e, r) }
 
-func (t *Chmod) run(e *walker.Entry, r *Result, finishing bool) {
+// PostOrder reports whether the walk must hand over each directory after
+// everything below it is done: taking the owner's read or search permission
+// away from a directory first could stop the walk below it (for a non-root
+// owner). The walk, not this task, holds what waits, so that is bounded by
+// the depth rather than the number of directories.
+func (t *Chmod) PostOrder() bool {
+	if t.dirs == nil {
+		return false
+	}
+	for old := uint32(0); old <= modeBits; old++ {
+		if (old&^t.dirs.Apply(old, true, t.umask))&0o500 != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *Chmod) run(e *walker.Entry, r *Result) {
 	if t.fast(e, r) {
 		return
 	}
@@ -75,16 +88,6 @@ func (t *Chmod) run(e *walker.Entry, r *Result, finishing bool) {
 	if mode == old {
 		return // no write: ctime stays as it is
 	}
-	if dir && !finishing && (old&^mode)&0o500 != 0 {
-		// Taking the owner's read or search permission away first could stop the
-		// walk below (for a non-root owner): change it after its children.
-		e.Hold()
-		t.mu.Lock()
-		t.deferred = append(t.deferred, *e)
-		t.mu.Unlock()
-		r.Later = true
-		return
-	}
 	r.Modified = true
 	if t.opt.DryRun {
 		return
@@ -94,57 +97,37 @@ func (t *Chmod) run(e *walker.Entry, r *Result, finishing bool) {
 	}
 }
 
-// Finish changes the deferred directories, deepest first.
-func (t *Chmod) Finish(ctx context.Context) []Result {
-	t.mu.Lock()
-	es := t.deferred
-	t.deferred = nil
-	t.mu.Unlock()
-	slices.SortStableFunc(es, func(a, b walker.Entry) int { return b.Depth - a.Depth })
-	rs := make([]Result, 0, len(es))
-	for i := range es {
-		if ctx.Err() == nil {
-			r := Result{Entry: es[i]}
-			t.run(&es[i], &r, true)
-			rs = append(rs, r)
-		}
-		es[i].Done()
-	}
-	return rs
+func (t *Chmod) fixedFiles() bool {
+	t.fixedOnce.Do(func() { t.filesFixed = t.files != nil && fixedMode(t.files, t.umask) })
+	return t.filesFixed
 }
 
-// fixedFiles reports whether the files' mode gives every regular file the
-// same bits whatever it had (0644, u=rw,go=r). Only then may the fast path
-// change a name it examined a moment before (rule 19): a file renamed over
-// that name meanwhile gets exactly what it would get where it was, while a
-// relative mode (g+w) would give it bits computed from another file's (0644
-// made 0664 for a file that was 0600 and should become 0620).
-func (t *Chmod) fixedFiles() bool {
-	switch t.filesFixed.Load() {
-	case 1:
-		return true
-	case 2:
-		return false
+// fixedMode reports whether m gives every regular file the same bits whatever
+// it had (0644, u=rw,go=r). Only then may the fast path change a name it
+// examined a moment before (rule 19): a file renamed over that name meanwhile
+// gets exactly what it would get where it was, while a relative mode (g+w)
+// would give it bits computed from another file's (0644 made 0664 for a file
+// that was 0600 and should become 0620).
+func fixedMode(m *Mode, umask uint32) bool {
+	want := m.Apply(0, false, umask)
+	for old := uint32(1); old <= modeBits; old++ {
+		if m.Apply(old, false, umask) != want {
+			return false
+		}
 	}
-	fixed := true
-	want := t.files.Apply(0, false, t.umask)
-	for old := uint32(1); old <= modeBits && fixed; old++ {
-		fixed = t.files.Apply(old, false, t.umask) == want
-	}
-	t.filesFixed.Store(map[bool]int32{true: 1, false: 2}[fixed])
-	return fixed
+	return true
 }
 
 // fast handles a file listed from a directory that is still open with one
 // fstatat and, only if the mode differs, one fchmodat2(AT_SYMLINK_NOFOLLOW) — as
 // chmod -R does, but never through a symlink. A name swapped meanwhile for
 // another inode gets the mode meant for the one examined: so this path is
-// taken only for a mode that does not depend on the old one (fixedFiles), and
+// taken only for a mode that does not depend on the old one (fixedMode), and
 // only where hard links are allowed (fs.protected_hardlinks=1, or
 // --allow-hardlinks), as the swapped-in file may be one. It reports false when
 // the slower descriptor path must decide.
 func (t *Chmod) fast(e *walker.Entry, r *Result) bool {
-	if !t.opt.AllowHardlinks || t.noFast.Load() || e.Err != nil || e.Type != walker.File || t.files == nil || !t.fixedFiles() {
+	if !t.opt.AllowHardlinks || t.noFast.Load() || e.Err != nil || e.Type != walker.File || !t.fixedFiles() {
 		return false
 	}
 	dirfd, name, ok := e.AtBase()

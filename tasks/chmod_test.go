@@ -156,49 +156,35 @@ func TestChmodSkipsHardlinksSymlinksAndSpecialFiles(t *testing.T) {
 	}
 }
 
-func TestChmodDefersDirectoriesLosingOwnerAccess(t *testing.T) {
-	root := t.TempDir()
-	os.MkdirAll(filepath.Join(root, "a/b"), 0o755)
-	os.WriteFile(filepath.Join(root, "a/b/f"), nil, 0o644)
-	task := &Chmod{dirs: mustMode(t, "u-x"), umask: 0o022}
-	w := task.NewWorker()
-	var later []string
-	for _, e := range walkDirs(t, root) {
-		r := Result{Entry: e}
-		w.Run(context.Background(), &e, &r)
-		e.Done()
-		if r.Later {
-			later = append(later, e.Rel)
+// A mode that can take the owner's read or search permission from a
+// directory asks the walk for directories after what is below them.
+func TestChmodPostOrder(t *testing.T) {
+	tests := []struct {
+		files, dirs string
+		want        bool
+	}{
+		{"", "u-x", true},
+		{"", "0600", true},
+		{"", "a-r", true},
+		{"", "u=g", true}, // from 0o750, say
+		{"", "go-rwx", false},
+		{"", "0755", false},
+		{"", "u+rwx", false},
+		{"", "a+X", false},
+		{"0600", "", false}, // directories left alone
+	}
+	for _, tt := range tests {
+		task := &Chmod{umask: 0o022}
+		if tt.files != "" {
+			task.files = mustMode(t, tt.files)
+		}
+		if tt.dirs != "" {
+			task.dirs = mustMode(t, tt.dirs)
+		}
+		if got := task.PostOrder(); got != tt.want {
+			t.Errorf("files %q dirs %q: PostOrder %v, want %v", tt.files, tt.dirs, got, tt.want)
 		}
 	}
-	if len(later) != 3 {
-		t.Fatalf("deferred %q, want the 3 directories", later)
-	}
-	var order []string
-	for _, r := range task.Finish(context.Background()) {
-		order = append(order, r.Entry.Rel)
-		if r.Status != OK || !r.Modified {
-			t.Errorf("%q: %v %v", r.Entry.Rel, r.Status, r.Err)
-		}
-	}
-	if want := []string{"a/b", "a", ""}; !equal(order, want) {
-		t.Errorf("finish order %q, want deepest first %q", order, want)
-	}
-	os.Chmod(filepath.Join(root, "a/b"), 0o755)
-	os.Chmod(filepath.Join(root, "a"), 0o755)
-	os.Chmod(root, 0o755)
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestChmodImmutableFileFailsOthersProceed(t *testing.T) {

@@ -113,7 +113,8 @@ func fromWalk(e *walker.Entry, r *Result) bool {
 	case errors.Is(e.Err, walker.ErrVanished):
 		r.Status, r.Err = Vanished, e.Err
 		return true
-	case errors.Is(e.Err, walker.ErrVisited), errors.Is(e.Err, walker.ErrDangling):
+	case errors.Is(e.Err, walker.ErrVisited), errors.Is(e.Err, walker.ErrDangling),
+		errors.Is(e.Err, walker.ErrSeen), errors.Is(e.Err, walker.ErrSeenLimit):
 		r.Status, r.Err = Skipped, e.Err
 		return true
 	default:

@@ -47,9 +47,6 @@ var (
 	ErrLoop = errors.New("directory loop: already visited")
 	// ErrDangling marks a symlink without a target under -L.
 	ErrDangling = errors.New("dangling symbolic link")
-	// ErrSeen marks a directory already walked in this run under another path
-	// (overlapping PATH arguments).
-	ErrSeen = errors.New("already walked under another path")
 )
 
 // Root is one PATH argument. A directory root keeps a descriptor that every entry
@@ -60,6 +57,7 @@ type Root struct {
 	fd   int                    // directory descriptor, or -1 when the root is not a directory
 	os   *os.Root
 	dev  uint64
+	ino  uint64
 	refs atomic.Int64
 	sem  chan struct{} // a slot of the walk's root bound, freed with fd (nil: none)
 }
@@ -103,6 +101,7 @@ func (d *dirHandle) release() {
 // Entry is one path found by the walk.
 type Entry struct {
 	dir   *dirHandle // the directory it was listed from, if still open
+	node  *dirNode   // with PostOrder, that directory, emitted once every such entry is done
 	Root  *Root
 	Rel   string // path below Root.Path; "" for the root itself
 	Type  Type
@@ -172,6 +171,9 @@ func (e *Entry) Done() {
 	if e.dir != nil {
 		e.dir.release()
 	}
+	if e.node != nil {
+		e.node.w.leave(e.node, 1)
+	}
 	if e.Root != nil {
 		e.Root.release()
 	}
@@ -183,7 +185,7 @@ func (e *Entry) Done() {
 func DoneAll(es []Entry) {
 	for i := 0; i < len(es); {
 		j := i + 1
-		for j < len(es) && es[j].Root == es[i].Root && es[j].dir == es[i].dir {
+		for j < len(es) && es[j].Root == es[i].Root && es[j].dir == es[i].dir && es[j].node == es[i].node {
 			j++
 		}
 		n := int64(j - i)
@@ -192,6 +194,9 @@ func DoneAll(es []Entry) {
 				unix.Close(d.fd)
 				<-d.sem
 			}
+		}
+		if d := es[i].node; d != nil {
+			d.w.leave(d, n)
 		}
 		if r := es[i].Root; r != nil {
 			r.releaseN(n)
@@ -334,6 +339,9 @@ func (e *Entry) Hold() {
 	e.Root.acquire()
 	if e.dir != nil {
 		e.dir.refs.Add(1)
+	}
+	if e.node != nil {
+		e.node.refs.Add(1)
 	}
 }
 

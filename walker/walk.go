@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -24,8 +25,21 @@ type Options struct {
 	Sorted        bool    // one reader, names in byte order: the same tree gives the same order
 	Readers       int     // directories read at once when not Sorted; default 4
 	Filter        *Filter // nil selects everything
-	PreserveRoot  bool    // refuse "/" as a PATH (for tasks that change things)
-	NoFollowRoots bool    // a PATH that is a symlink is an entry itself, not followed (chown -h)
+	// PreserveRoot refuses every directory that is "/" by identity (dev, ino),
+	// as a PATH or met in the walk (a bind mount of "/" has the tree's device):
+	// for tasks that change things.
+	PreserveRoot  bool
+	NoFollowRoots bool // a PATH that is a symlink is an entry itself, not followed (chown -h)
+	// PostOrder emits each directory that is read (Dirs) after everything
+	// below it, and only once every entry below it is Done: a task that may
+	// lock itself out of a directory (chmod u-x) changes it last. What waits
+	// is bounded by the depth and the directories queued, not their number.
+	// Sorted, the walk waits at each directory for the entries below it.
+	PostOrder bool
+	// Named are the PATHs given as arguments, as the roots yield them (the
+	// others are read from stdin): resolved before the walk, so that what one
+	// of them names is left out of the others' walks (see overlap.go).
+	Named []string
 	// Types, when not zero, emits only entries of these types (1<<File, 1<<Dir, …);
 	// directories are walked whatever it says.
 	Types uint8
@@ -34,7 +48,7 @@ type Options struct {
 	// size selection. It costs one fstatat per entry. It must not keep st.
 	Stat func(st *unix.Stat_t) bool
 	// Keep, when set, drops a non-directory entry when it returns false
-	// (sharding by path).
+	// (sharding by path). It must not keep e or its Rel.
 	Keep func(e *Entry) bool
 	// BatchSize is asked for the size of each batch as it is started, so that the
 	// consumer can trade per-batch overhead against load balance; default 64.
@@ -58,7 +72,8 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// ErrRoot refuses to work on the root directory (PreserveRoot).
+// ErrRoot refuses a directory that is "/" (PreserveRoot), by whatever path it
+// was reached.
 var ErrRoot = errors.New("refusing to operate recursively on '/' (use --no-preserve-root to override)")
 
 // ErrSymlinkInPath is returned when a path below a root turned into a symlink (or
@@ -66,7 +81,8 @@ var ErrRoot = errors.New("refusing to operate recursively on '/' (use --no-prese
 var ErrSymlinkInPath = errors.New("not followed: path now contains a symbolic link")
 
 // Walk sends every entry below roots to out, in batches, and returns when all roots
-// are walked or ctx is done. Directories are read by several goroutines at once
+// are walked or ctx is done. A root yielded with an error and a path is one
+// failed entry; with an empty path the error ends the walk. Directories are read by several goroutines at once
 // (one when Sorted), all of which have returned when Walk returns. Per-path problems
 // are entries with Err set; the returned error is ctx's or the root source's. Walk
 // does not close out. The receiver owns each batch and must call Done on every entry.
@@ -76,9 +92,22 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 	if handles == 0 {
 		handles = dirHandleBudget()
 	}
-	w := &walk{ctx: ctx, opt: opt, out: out, visited: make(map[devIno]struct{}), dirSem: make(chan struct{}, max(handles, 0))}
+	w := &walk{ctx: ctx, opt: opt, out: out, live: make(map[devIno]int32), dirSem: make(chan struct{}, max(handles, 0))}
+	if opt.Follow {
+		w.visited = make(map[devIno]struct{})
+	}
+	if opt.PostOrder {
+		w.open = make(map[*dirNode]struct{})
+	}
 	if opt.MaxRoots > 0 {
 		w.rootSem = make(chan struct{}, opt.MaxRoots)
+	}
+	if opt.PreserveRoot {
+		var st unix.Stat_t
+		if err := unix.Stat("/", &st); err != nil {
+			return err // nothing could be refused: change nothing
+		}
+		w.slash = devIno{uint64(st.Dev), st.Ino}
 	}
 	w.cond.L = &w.mu
 	stop := context.AfterFunc(ctx, func() {
@@ -94,9 +123,17 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 			wg.Go(w.reader)
 		}
 	}
+	w.ov.resolve(opt.Named, opt.NoFollowRoots)
 	feeder := w.newEmitter()
 	var srcErr error
+	ni := 0 // the next of opt.Named to come
 	for p, err := range roots {
+		if err != nil && p != "" {
+			// One bad root (a path line too long to read): reported, and the
+			// roots after it are still walked.
+			feeder.add(Entry{Root: &Root{Path: p, fd: -1}, Err: err})
+			continue
+		}
 		if err != nil {
 			srcErr = err
 			break
@@ -104,7 +141,12 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 		if ctx.Err() != nil {
 			break
 		}
-		w.feed(p, feeder)
+		named := -1
+		if ni < len(opt.Named) && p == opt.Named[ni] {
+			named = ni
+			ni++
+		}
+		w.feed(p, named, feeder)
 	}
 	feeder.flush()
 	w.mu.Lock()
@@ -112,7 +154,14 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 	w.cond.Broadcast()
 	w.mu.Unlock()
 	wg.Wait()
-	// Jobs left after cancellation still hold their root.
+	// Directories left unemitted after cancellation hold their root, as do
+	// jobs left.
+	w.mu.Lock()
+	for n := range w.open {
+		n.entry.Root.release()
+	}
+	clear(w.open)
+	w.mu.Unlock()
 	for _, j := range w.stack {
 		if j.parent != nil {
 			j.parent.release()
@@ -132,6 +181,147 @@ type dirJob struct {
 	rel    string
 	depth  int
 	parent *dirHandle // open parent to open rel relative to, if any (held)
+	up     *dirNode   // the directory it was listed in (held), nil for a root
+}
+
+// listing is a directory job as readDir reads it.
+type listing struct {
+	dirJob
+	self *dirNode // once it is being read
+	// claimed are the names in it that are non-directory PATHs of their own,
+	// left out of this walk.
+	claimed []string
+}
+
+// dirNode is a directory being walked, alive while it or anything below it
+// is still to be read: the chain up to the root is its path, for loop checks.
+type dirNode struct {
+	id   devIno
+	up   *dirNode
+	refs atomic.Int64 // its own read, each subdirectory job listed in it, and (PostOrder) each entry below not yet done
+
+	// PostOrder: the walk (set only then), the directory's own entry and
+	// whether to emit it; the node holds a reference on the entry's root.
+	w     *walk
+	entry Entry
+	emit  bool
+}
+
+// enter registers the directory read by job as live and reports false if it is
+// one of its own ancestors: a loop (a bind mount of a directory below itself).
+// Only live directories are kept, so memory follows the depth and the
+// directories waiting to be read, not all directories walked.
+func (w *walk) enter(job *listing, id devIno) bool {
+	w.liveMu.Lock()
+	hit := w.live[id] > 0
+	if !hit {
+		w.live[id]++
+	}
+	w.liveMu.Unlock()
+	if hit {
+		// Live somewhere: an ancestor, or a duplicate being walked at once
+		// in another branch (a bind mount elsewhere), which is read as any
+		// other path.
+		for n := job.up; n != nil; n = n.up {
+			if n.id == id {
+				return false
+			}
+		}
+		w.liveMu.Lock()
+		w.live[id]++
+		w.liveMu.Unlock()
+	}
+	n := &dirNode{id: id, up: job.up} // takes over job's reference on up
+	n.refs.Store(1)
+	if w.opt.PostOrder {
+		n.w = w
+		n.entry = Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth}
+		job.root.acquire()
+		w.mu.Lock()
+		w.open[n] = struct{}{}
+		w.mu.Unlock()
+	}
+	job.self = n
+	return true
+}
+
+// leave drops one reference on n: once nothing below it is left to read, it
+// is no longer live, and neither, in turn, may be its parent.
+func (w *walk) leave(n *dirNode, k int64) {
+	for n != nil {
+		switch r := n.refs.Add(-k); {
+		case r == 1 && n.w != nil && w.opt.Sorted:
+			// Only its own reference is left: wake readDir waiting to emit it.
+			w.mu.Lock()
+			w.cond.Broadcast()
+			w.mu.Unlock()
+			return
+		case r != 0:
+			return
+		}
+		w.forget(n)
+		if n.w != nil {
+			// Its entry goes out from a reader (this may be a worker, which
+			// must not block on the walk's output), which then leaves n.up.
+			w.mu.Lock()
+			w.ready = append(w.ready, n)
+			w.cond.Broadcast()
+			w.mu.Unlock()
+			return
+		}
+		n, k = n.up, 1
+	}
+}
+
+func (w *walk) forget(n *dirNode) {
+	w.liveMu.Lock()
+	if w.live[n.id]--; w.live[n.id] == 0 {
+		delete(w.live, n.id)
+	}
+	w.liveMu.Unlock()
+}
+
+// postParent is what an entry for the directory of job, emitted at once,
+// holds with PostOrder: its parent's node, emitted after it.
+func (w *walk) postParent(job *listing) *dirNode {
+	if job.up != nil && job.up.w != nil {
+		return job.up
+	}
+	return nil
+}
+
+// finishSorted emits a directory read by a sorted walk once everything below
+// it is done (PostOrder): in place, so that the order stays the same.
+func (w *walk) finishSorted(n *dirNode, em *emitter) {
+	em.flush() // the entries below go to the workers, whose end it waits for
+	w.mu.Lock()
+	for n.refs.Load() > 1 && w.ctx.Err() == nil {
+		w.cond.Wait()
+	}
+	w.mu.Unlock()
+	if w.ctx.Err() != nil {
+		return // Walk releases its root
+	}
+	n.refs.Store(0)
+	w.forget(n)
+	w.emitPost(n, em)
+}
+
+// emitPost emits a directory whose subtree is done (PostOrder), as an entry
+// listed in its parent, and drops its reference on the parent.
+func (w *walk) emitPost(n *dirNode, em *emitter) {
+	w.mu.Lock()
+	delete(w.open, n)
+	w.cond.Broadcast() // the walk may be over
+	w.mu.Unlock()
+	if n.emit {
+		e := n.entry
+		e.node = n.up
+		em.add(e)
+		em.takeRefs()
+	}
+	n.entry.Root.release()
+	w.leave(n.up, 1)
 }
 
 type walk struct {
@@ -145,8 +335,17 @@ type walk struct {
 	pending int      // jobs pushed and not yet finished
 	fed     bool     // every root has been fed
 
+	ready []*dirNode            // PostOrder: directories done, to emit (under mu)
+	open  map[*dirNode]struct{} // PostOrder: directories read and not yet emitted (under mu)
+
+	liveMu sync.Mutex
+	live   map[devIno]int32 // directories being walked (see dirNode), by how many nodes
+
 	visitMu sync.Mutex
-	visited map[devIno]struct{} // every directory read, so each is read once
+	visited map[devIno]struct{} // with -L: every directory read, so each is read once
+
+	slash devIno // "/" by identity, with PreserveRoot
+	ov    overlap
 
 	dirSem  chan struct{} // bounds the directory descriptors kept for entries in flight
 	rootSem chan struct{} // bounds the directory roots open at once (nil: no bound)
@@ -190,7 +389,7 @@ func (em *emitter) add(e Entry) {
 	// batch leaves, so the caller's own references cover the entries until then.
 	if len(em.batch) > 0 {
 		last := &em.batch[len(em.batch)-1]
-		if last.Root != e.Root || last.dir != e.dir {
+		if last.Root != e.Root || last.dir != e.dir || last.node != e.node {
 			em.takeRefs()
 		}
 	}
@@ -205,13 +404,16 @@ func (em *emitter) takeRefs() {
 	for em.refd < len(em.batch) {
 		e := &em.batch[em.refd]
 		j := em.refd + 1
-		for j < len(em.batch) && em.batch[j].Root == e.Root && em.batch[j].dir == e.dir {
+		for j < len(em.batch) && em.batch[j].Root == e.Root && em.batch[j].dir == e.dir && em.batch[j].node == e.node {
 			j++
 		}
 		n := int64(j - em.refd)
 		e.Root.refs.Add(n)
 		if e.dir != nil {
 			e.dir.refs.Add(n)
+		}
+		if e.node != nil {
+			e.node.refs.Add(n)
 		}
 		em.refd = j
 	}
@@ -264,7 +466,7 @@ func Recycle(b []Entry) {
 
 // feed turns one PATH argument into a root. Arguments are resolved as named, following
 // symlinks (as find -H does): the user chose them. What is below them is not.
-func (w *walk) feed(path string, em *emitter) {
+func (w *walk) feed(path string, named int, em *emitter) {
 	if path == "" {
 		em.add(Entry{Root: &Root{Path: path, fd: -1}, Err: unix.ENOENT})
 		return
@@ -274,16 +476,26 @@ func (w *walk) feed(path string, em *emitter) {
 	if w.opt.NoFollowRoots {
 		stat = unix.Lstat
 	}
-	if err := stat(path, &st); err != nil {
-		em.add(Entry{Root: &Root{Path: path, fd: -1}, Err: err})
-		return
-	}
-	if w.opt.PreserveRoot {
-		var rs unix.Stat_t
-		if unix.Stat("/", &rs) == nil && rs.Dev == st.Dev && rs.Ino == st.Ino {
-			em.add(Entry{Root: &Root{Path: path, fd: -1}, Type: Dir, Err: ErrRoot})
+	// A named PATH was looked at before the walk; age and size selections
+	// need the whole stat, taken now.
+	if w.opt.Stat != nil || !w.ov.stat(named, &st) {
+		if err := stat(path, &st); err != nil {
+			em.add(Entry{Root: &Root{Path: path, fd: -1}, Err: err})
 			return
 		}
+	}
+	// '/' is refused each time it is named, not noted as a repeat.
+	slash := w.opt.PreserveRoot && st.Ino == w.slash.ino && uint64(st.Dev) == w.slash.dev
+	seen, limit := false, false
+	if !slash {
+		seen, limit = w.ov.repeat(path, named, &st)
+	}
+	if limit {
+		em.add(Entry{Root: &Root{Path: "-", fd: -1}, Err: ErrSeenLimit})
+	}
+	if seen {
+		em.add(Entry{Root: &Root{Path: path, fd: -1}, Type: typeOfMode(st.Mode), Err: ErrSeen})
+		return
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		e := Entry{Root: &Root{Path: path, fd: -1}, Type: typeOfMode(st.Mode)}
@@ -294,6 +506,7 @@ func (w *walk) feed(path string, em *emitter) {
 		em.add(e)
 		return
 	}
+	w.ov.claimFiles() // before any directory is read
 	if w.rootSem != nil {
 		// The entries this emitter holds may be what keeps other roots open.
 		em.flush()
@@ -322,7 +535,7 @@ func (w *walk) feed(path string, em *emitter) {
 		fail(err)
 		return
 	}
-	root := &Root{Path: path, fd: fd, dev: st.Dev, sem: w.rootSem}
+	root := &Root{Path: path, fd: fd, dev: st.Dev, ino: st.Ino, sem: w.rootSem}
 	if noOpenat2.Load() {
 		if root.os, err = os.OpenRoot(procFd(fd)); err != nil {
 			unix.Close(fd)
@@ -354,10 +567,14 @@ func (w *walk) reader() {
 	em := w.newEmitter()
 	scratch := make([]byte, scratchSize)
 	for {
-		job, ok := w.next(em)
+		job, post, ok := w.next(em)
 		if !ok {
 			em.flush()
 			return
+		}
+		if post != nil {
+			w.emitPost(post, em)
+			continue
 		}
 		w.readDir(job, em, scratch)
 		job.root.release()
@@ -368,12 +585,24 @@ func (w *walk) reader() {
 	}
 }
 
-func (w *walk) next(em *emitter) (dirJob, bool) {
+// next returns a directory to read, or (PostOrder) one to emit.
+func (w *walk) next(em *emitter) (dirJob, *dirNode, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	// Directories done go out first: they are what PostOrder holds.
+	if len(w.ready) > 0 && w.ctx.Err() == nil {
+		n := w.ready[len(w.ready)-1]
+		w.ready = w.ready[:len(w.ready)-1]
+		return dirJob{}, n, true
+	}
 	for len(w.stack) == 0 {
-		if (w.pending == 0 && w.fed) || w.ctx.Err() != nil {
-			return dirJob{}, false
+		if w.ctx.Err() != nil || (w.pending == 0 && w.fed && len(w.open) == 0) {
+			return dirJob{}, nil, false
+		}
+		if len(w.ready) > 0 {
+			n := w.ready[len(w.ready)-1]
+			w.ready = w.ready[:len(w.ready)-1]
+			return dirJob{}, n, true
 		}
 		if len(em.batch) > 0 {
 			// Nothing to read right now: hand over what we hold before sleeping,
@@ -386,21 +615,35 @@ func (w *walk) next(em *emitter) (dirJob, bool) {
 		w.cond.Wait()
 	}
 	if w.ctx.Err() != nil {
-		return dirJob{}, false
+		return dirJob{}, nil, false
 	}
 	job := w.stack[len(w.stack)-1]
 	w.stack = w.stack[:len(w.stack)-1]
-	return job, true
+	return job, nil, true
 }
 
-func (w *walk) push(job dirJob) {
-	job.root.acquire()
+// maxQueued bounds the directories waiting to be read: a directory of a
+// million subdirectories would otherwise queue them all (a variable, for tests).
+var maxQueued = 4096
+
+// push queues a directory to be read, or reports false when the queue is
+// full: the caller reads it itself, at once.
+func (w *walk) push(job dirJob) bool {
 	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.stack) >= maxQueued {
+		return false
+	}
+	job.root.acquire()
 	w.stack = append(w.stack, job)
 	w.pending++
 	w.cond.Signal()
-	w.mu.Unlock()
+	return true
 }
+
+// scratches are getdents buffers for directories read inside the listing of
+// another (the queue was full), which is still using its own.
+var scratches = sync.Pool{New: func() any { b := make([]byte, scratchSize); return &b }}
 
 func (w *walk) visit(st *unix.Stat_t) bool {
 	k := devIno{uint64(st.Dev), st.Ino}
@@ -422,10 +665,24 @@ func procFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 // readDir reads one directory: opens it beneath its root, emits it (Dirs), then
 // emits its non-directory children and pushes (or, Sorted, descends into) its
 // subdirectories.
-func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
+func (w *walk) readDir(j dirJob, em *emitter, scratch []byte) {
+	job := &listing{dirJob: j}
 	// Entries emitted here take their references before the caller lets go of
 	// the root (and, below, before this directory's handle is released).
 	defer em.takeRefs()
+	// The reference on the parent's node passes to this directory's own,
+	// if it is read; else it is dropped here.
+	defer func() {
+		em.takeRefs() // entries below take their references on the node first
+		switch {
+		case job.self == nil:
+			w.leave(job.up, 1)
+		case job.self.w != nil && w.opt.Sorted:
+			w.finishSorted(job.self, em)
+		default:
+			w.leave(job.self, 1)
+		}
+	}()
 	fd := job.root.fd
 	var dh *dirHandle
 	if job.rel != "" {
@@ -461,11 +718,26 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: err})
 		return
 	}
+	// Checked on every directory, before it is emitted or read: one met at
+	// the depth limit or across a mount point is still changed itself.
+	if w.opt.PreserveRoot && st.Ino == w.slash.ino && uint64(st.Dev) == w.slash.dev {
+		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: ErrRoot})
+		return
+	}
+	id := devIno{uint64(st.Dev), st.Ino}
+	if job.rel != "" && w.ov.claimed(job.root, id) {
+		return // a PATH of its own: walked (and emitted) under it
+	}
+	if w.ov.files != nil {
+		job.claimed = w.ov.files[id]
+	}
 	// A directory counts as visited only once it is read: one met at the depth
 	// limit or across a mount point may still be read when named as a PATH.
 	read := !(w.opt.MaxDepth >= 0 && job.depth >= w.opt.MaxDepth) &&
 		!(job.rel != "" && w.opt.OneFileSystem && st.Dev != job.root.dev)
-	if read && !w.visit(&st) {
+	// Without -L only a loop can bring the walk back to a directory (see
+	// enter); with it, symlinks make any directory reachable many times.
+	if read && (w.opt.Follow && !w.visit(&st) || !w.enter(job, id)) {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: ErrVisited})
 		return
 	}
@@ -473,16 +745,24 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 	// match it too.
 	if w.opt.Dirs && (w.opt.Types == 0 || w.opt.Types&(1<<Dir) != 0) && (w.opt.Stat == nil || w.opt.Stat(&st)) &&
 		(w.opt.Filter == nil || len(w.opt.Filter.include) == 0 || w.opt.Filter.Selected(job.rel)) {
-		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth})
+		if job.self != nil && job.self.w != nil {
+			job.self.emit = true // after what is below it
+		} else {
+			em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, node: w.postParent(job)})
+		}
 	}
 	if !read {
 		return // at the depth limit, or a mount point under -x (find -xdev)
 	}
-	var sorted []child
+	var sorted sortedNames
 	var nb []byte
 	err := readDirents(fd, scratch, func(name []byte, dt uint8) bool {
 		if w.ctx.Err() != nil {
 			return false
+		}
+		if w.opt.Sorted {
+			sorted.add(name, dt)
+			return true
 		}
 		var c child
 		if job.rel != "" {
@@ -494,12 +774,14 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 			c.rel = c.name
 		}
 		c.typ, c.err = direntType(fd, c.name, dt)
-		if w.opt.Sorted {
-			sorted = append(sorted, c)
-			return true
-		}
-		if sub, ok := w.child(job, fd, dh, c, em); ok {
-			w.push(sub)
+		if sub, ok := w.child(job, fd, dh, c, em); ok && !w.push(sub) {
+			// Depth first, as a sorted walk goes: what this holds is bounded
+			// by the depth, one descriptor and one buffer a level.
+			b := scratches.Get().(*[]byte)
+			job.root.acquire()
+			w.readDir(sub, em, *b)
+			job.root.release()
+			scratches.Put(b)
 		}
 		return true
 	})
@@ -510,55 +792,92 @@ func (w *walk) readDir(job dirJob, em *emitter, scratch []byte) {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: err})
 	}
 	if w.opt.Sorted {
-		slices.SortFunc(sorted, func(a, b child) int {
-			switch {
-			case a.name < b.name:
-				return -1
-			case a.name > b.name:
-				return 1
+		w.readSorted(job, &fd, dh, &sorted, em, scratch)
+	}
+}
+
+// readSorted classifies the names of a directory read for a sorted walk, in
+// byte order, while the directory is open (lstat for selections, -L); then,
+// unless it is kept as a handle, closes it before the children are emitted
+// and descended into, in order, so that a deep tree holds no more descriptors
+// than the handle budget.
+func (w *walk) readSorted(job *listing, fdp *int, dh *dirHandle, s *sortedNames, em *emitter, scratch []byte) {
+	defer s.close()
+	if s.spill != nil {
+		w.readMerged(job, *fdp, dh, s, em, scratch)
+		return
+	}
+	s.sort()
+	fd := *fdp
+	var nb []byte
+	// rel builds a child's path in nb: a string without a copy for the
+	// checks, which do not keep it, and copied only for an entry or a job.
+	rel := func(name []byte) string {
+		nb = nb[:0]
+		if job.rel != "" {
+			nb = append(append(nb, job.rel...), '/')
+		}
+		nb = append(nb, name...)
+		return unsafe.String(unsafe.SliceData(nb), len(nb))
+	}
+	for i, k := range s.idx {
+		if w.ctx.Err() != nil {
+			s.idx = s.idx[:i] // the dir references below are taken for these only
+			break
+		}
+		name := s.name(k)
+		r := rel(name)
+		c := child{rel: r, name: r[len(r)-len(name):]}
+		c.typ, c.err = direntType(fd, c.name, uint8(k&0xff))
+		e, emit, _, dir := w.classify(job, fd, dh, c, em)
+		k = k &^ 0xff
+		k |= uint64(e.Type)
+		if emit {
+			k |= snEmit
+		}
+		if dir {
+			k |= snDir
+		}
+		if e.Err != nil {
+			k |= snErr
+			if s.errs == nil {
+				s.errs = make(map[int]error)
 			}
-			return 0
-		})
-		// Every child is looked at (lstat for selections, -L) while this
-		// directory is open; then, unless it is kept as a handle, it is closed
-		// before the children are emitted and descended into, in order, so
-		// that a deep tree holds no more descriptors than the handle budget.
-		type step struct {
-			e    Entry
-			emit bool
-			sub  dirJob
-			dir  bool
+			s.errs[i] = e.Err
 		}
-		steps := make([]step, 0, len(sorted))
-		for _, c := range sorted {
-			if w.ctx.Err() != nil {
-				break
-			}
-			var st step
-			st.e, st.emit, st.sub, st.dir = w.classify(job, fd, dh, c, em)
-			steps = append(steps, st)
-		}
-		if dh == nil && job.rel != "" {
-			unix.Close(fd)
-			fd = -1
-		}
-		for i, st := range steps {
-			if w.ctx.Err() != nil {
-				for _, rest := range steps[i:] {
-					if rest.dir && rest.sub.parent != nil {
-						rest.sub.parent.release() // taken by classify for the read that will not happen
-					}
+		s.idx[i] = k
+	}
+	if dh == nil && job.rel != "" {
+		unix.Close(fd)
+		*fdp = -1 // for readDir's deferred close
+	}
+	for i, k := range s.idx {
+		if w.ctx.Err() != nil {
+			for _, rest := range s.idx[i:] {
+				if rest&snDir != 0 && dh != nil {
+					dh.release() // taken by classify for the read that will not happen
 				}
-				return
 			}
-			if st.emit {
-				em.add(st.e)
+			return
+		}
+		if k&(snEmit|snDir) == 0 {
+			continue
+		}
+		r := strings.Clone(rel(s.name(k)))
+		if k&snEmit != 0 {
+			e := Entry{Root: job.root, Rel: r, Type: Type(k & snType), Depth: job.depth + 1, dir: dh}
+			if job.self.w != nil {
+				e.node = job.self
 			}
-			if st.dir {
-				job.root.acquire()
-				w.readDir(st.sub, em, scratch)
-				job.root.release()
+			if k&snErr != 0 {
+				e.Err = s.errs[i]
 			}
+			em.add(e)
+		}
+		if k&snDir != 0 {
+			job.root.acquire()
+			w.readDir(dirJob{root: job.root, rel: r, depth: job.depth + 1, parent: dh, up: job.self}, em, scratch)
+			job.root.release()
 		}
 	}
 }
@@ -571,7 +890,7 @@ type child struct {
 }
 
 // child emits one listed name, or returns the directory job to read for it.
-func (w *walk) child(job dirJob, dirfd int, dh *dirHandle, c child, em *emitter) (dirJob, bool) {
+func (w *walk) child(job *listing, dirfd int, dh *dirHandle, c child, em *emitter) (dirJob, bool) {
 	e, emit, sub, dir := w.classify(job, dirfd, dh, c, em)
 	if emit {
 		em.add(e)
@@ -581,9 +900,12 @@ func (w *walk) child(job dirJob, dirfd int, dh *dirHandle, c child, em *emitter)
 
 // classify returns the entry to emit for one listed name (emit), or the
 // directory job to read for it (dir).
-func (w *walk) classify(job dirJob, dirfd int, dh *dirHandle, c child, em *emitter) (e Entry, emit bool, sub dirJob, dir bool) {
+func (w *walk) classify(job *listing, dirfd int, dh *dirHandle, c child, em *emitter) (e Entry, emit bool, sub dirJob, dir bool) {
 	rel := c.rel
 	e = Entry{Root: job.root, Rel: rel, Depth: job.depth + 1, dir: dh}
+	if job.self.w != nil {
+		e.node = job.self
+	}
 	if c.err != nil {
 		e.Err = unwrapPathErr(c.err)
 		if errors.Is(e.Err, unix.ENOENT) {
@@ -611,7 +933,11 @@ func (w *walk) classify(job dirJob, dirfd int, dh *dirHandle, c child, em *emitt
 		if dh != nil {
 			dh.refs.Add(1) // released by readDir of the subdirectory once opened
 		}
-		return e, false, dirJob{root: job.root, rel: rel, depth: e.Depth, parent: dh}, true
+		job.self.refs.Add(1) // released by readDir of the subdirectory when done
+		return e, false, dirJob{root: job.root, rel: rel, depth: e.Depth, parent: dh, up: job.self}, true
+	}
+	if job.claimed != nil && slices.Contains(job.claimed, c.name) {
+		return e, false, dirJob{}, false // a PATH of its own
 	}
 	if !w.opt.Filter.Selected(rel) || !w.selected(&e, dirfd, c.name, &em.st) {
 		return e, false, dirJob{}, false

@@ -7,10 +7,12 @@ import (
 	"iter"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
@@ -219,12 +221,48 @@ func TestWalkFollowLoopTerminates(t *testing.T) {
 	}
 }
 
-func TestWalkOverlappingRootsReadOnce(t *testing.T) {
-	root := mktree(t, map[string]string{"sub/f": "f", "g": "g"})
-	g := sorted(walkAll(t, Options{MaxDepth: -1, Sorted: true}, root, filepath.Join(root, "sub")))
-	want := []string{"g:file", "sub/f:file", "sub:directory:" + ErrVisited.Error()}
-	if !slices.Equal(g, want) {
-		t.Errorf("got %q\nwant %q", g, want)
+// Each file once per run however the PATHs overlap (SAFETY 6); hard links
+// stay distinct paths. Named are the arguments; other roots come from stdin.
+func TestWalkOverlappingRoots(t *testing.T) {
+	root := mktree(t, map[string]string{"sub/f": "f", "g": "g", "x/h": "h"})
+	if err := os.Link(filepath.Join(root, "g"), filepath.Join(root, "link-to-g")); err != nil {
+		t.Fatal(err)
+	}
+	j := func(p string) string { return filepath.Join(root, p) }
+	seen := ":" + ErrSeen.Error()
+	base := filepath.Base(root)
+	tests := []struct {
+		name  string
+		roots []string
+		named int // how many of roots are arguments; the rest are from stdin
+		want  []string
+	}{
+		{"directory inside another", []string{root, j("sub")}, 2,
+			[]string{"g:file", "link-to-g:file", "x/h:file", "f:file"}},
+		{"directory inside another, named first", []string{j("sub"), root}, 2,
+			[]string{"f:file", "g:file", "link-to-g:file", "x/h:file"}},
+		{"the same directory twice", []string{root, root + "/."}, 2,
+			[]string{"g:file", "link-to-g:file", "sub/f:file", "x/h:file", ".:directory" + seen}},
+		{"a file inside a directory, named twice", []string{root, j("g"), j("x/../g")}, 3,
+			[]string{"link-to-g:file", "sub/f:file", "x/h:file", "g:file", "g:file" + seen}},
+		{"a file named first", []string{j("sub/f"), root}, 2,
+			[]string{"f:file", "g:file", "link-to-g:file", "x/h:file"}},
+		{"stdin repeats", []string{j("g"), j("x"), j("g"), j("x"), j("link-to-g")}, 0,
+			[]string{"g:file", "h:file", "g:file" + seen, "x:directory" + seen, "link-to-g:file"}},
+		{"stdin repeats an argument", []string{j("x"), j("g"), j("x"), j("g")}, 2,
+			[]string{"h:file", "g:file", "x:directory" + seen, "g:file" + seen}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := walkAll(t, Options{MaxDepth: -1, Sorted: true, Named: tt.roots[:tt.named]}, tt.roots...)
+			for i := range g {
+				g[i] = strings.TrimPrefix(g[i], base+"/")
+			}
+			// walkAll shows a root by its base name; the rest is below root.
+			if !slices.Equal(g, tt.want) {
+				t.Errorf("got %q\nwant %q", g, tt.want)
+			}
+		})
 	}
 }
 
@@ -435,5 +473,169 @@ func TestBatchSizeAfterRecycle(t *testing.T) {
 	}
 	if n != 20 {
 		t.Errorf("%d entries, want 20", n)
+	}
+}
+
+// A sorted walk holds one directory's names compactly: per name about its
+// length and a word, not a string and an Entry each (which made -k over a
+// directory of a million entries take 360 MB). The names span several chunks
+// of the arena, and the order is still byte order, subdirectories included.
+func TestWalkSortedLargeDirectory(t *testing.T) {
+	root := t.TempDir()
+	// tmpfs where there is one: creating files on this ext4 is slow.
+	if shm, err := os.MkdirTemp("/dev/shm", "walker-test-"); err == nil {
+		root = shm
+		t.Cleanup(func() { os.RemoveAll(shm) })
+	}
+	const n = 5000
+	var want []string
+	for i := range n {
+		// Lengths vary, so that names end anywhere in a chunk.
+		name := fmt.Sprintf("%0*d", 1+i%50, i)
+		want = append(want, name)
+		if err := unix.Close(must(unix.Open(filepath.Join(root, name), unix.O_CREAT|unix.O_WRONLY, 0o644))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"5", "6666", "zz"} {
+		if err := os.Mkdir(filepath.Join(root, d+".d"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(root, d+".d", "f"), nil, 0o644)
+		want = append(want, d+".d/f")
+	}
+	slices.Sort(want) // "X.d/f" sorts where "X.d" does: no other name starts "X."
+	for i := range want {
+		want[i] += ":file"
+	}
+	// Held in memory; spilled to a file in runs of 700 names, merged; and
+	// held in memory after all where no temporary file can be made.
+	for _, tc := range []struct {
+		spill  int
+		tmpdir string
+	}{{spillNames, ""}, {700, ""}, {700, filepath.Join(root, "nowhere")}} {
+		t.Run(fmt.Sprint("spill=", tc.spill, ",tmpdir=", tc.tmpdir), func(t *testing.T) {
+			defer func(old int) { spillNames = old }(spillNames)
+			spillNames = tc.spill
+			if tc.tmpdir != "" {
+				t.Setenv("TMPDIR", tc.tmpdir)
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			g := walkAll(t, Options{MaxDepth: -1, Sorted: true}, root)
+			runtime.ReadMemStats(&after)
+			if !slices.Equal(g, want) {
+				for i := range min(len(g), len(want)) {
+					if g[i] != want[i] {
+						t.Fatalf("entry %d: got %q, want %q (of %d, %d)", i, g[i], want[i], len(g), len(want))
+					}
+				}
+				t.Fatalf("got %d entries, want %d", len(g), len(want))
+			}
+			// What walkAll keeps (its result strings) is counted too: the
+			// bound leaves room for it, not for a string and an Entry held
+			// per name.
+			if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 400 {
+				t.Errorf("allocated %d bytes per entry", per)
+			}
+		})
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// PostOrder hands over a directory only once every entry below it is Done,
+// sorted or not: the consumer here holds entries back and lets them go late.
+func TestWalkPostOrder(t *testing.T) {
+	files := map[string]string{"top": "t"}
+	for _, d := range []string{"a", "a/b", "a/b/c", "d", "d/e"} {
+		for i := range 5 {
+			files[fmt.Sprintf("%s/f%d", d, i)] = "x"
+		}
+	}
+	files["empty/"] = ""
+	root := mktree(t, files)
+	for _, sortedWalk := range []bool{false, true} {
+		t.Run(fmt.Sprint("sorted=", sortedWalk), func(t *testing.T) {
+			out := make(chan []Entry, 1)
+			errc := make(chan error, 1)
+			opt := Options{MaxDepth: -1, Dirs: true, PostOrder: true, Sorted: sortedWalk, Readers: 3,
+				BatchSize: func() int { return 2 }}
+			go func() {
+				errc <- Walk(context.Background(), paths(root), opt, out)
+				close(out)
+			}()
+			done := map[string]bool{}
+			var held []Entry
+			release := func() {
+				for i := range held {
+					done[held[i].Rel] = true
+					held[i].Done()
+				}
+				held = held[:0]
+			}
+			dirs := 0
+		loop:
+			for {
+				select {
+				case b, ok := <-out:
+					if !ok {
+						break loop
+					}
+					for _, e := range b {
+						if e.Err != nil {
+							t.Errorf("%s: %v", e.Rel, e.Err)
+						}
+						if e.Type == Dir {
+							dirs++
+							for p := range files {
+								p = strings.TrimSuffix(p, "/")
+								if (e.Rel == "" || strings.HasPrefix(p, e.Rel+"/")) && !done[p] {
+									t.Errorf("directory %q handed over before %q was done", e.Rel, p)
+								}
+							}
+						}
+						held = append(held, e)
+					}
+				case <-time.After(2 * time.Millisecond):
+					release() // the walk waits for these
+				}
+			}
+			release()
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			if dirs != 7 {
+				t.Errorf("%d directories, want 7", dirs)
+			}
+		})
+	}
+}
+
+// Past maxQueued directories waiting, a reader reads a subdirectory itself, at
+// once: everything is still found once, in post-order too.
+func TestWalkQueueFull(t *testing.T) {
+	files := map[string]string{}
+	var want []string
+	for i := range 40 {
+		for _, p := range []string{fmt.Sprintf("d%02d/f", i), fmt.Sprintf("d%02d/s/g", i)} {
+			files[p] = "x"
+			want = append(want, p+":file")
+		}
+	}
+	root := mktree(t, files)
+	defer func(old int) { maxQueued = old }(maxQueued)
+	maxQueued = 2
+	for _, post := range []bool{false, true} {
+		g := sorted(walkAll(t, Options{MaxDepth: -1, Readers: 3, PostOrder: post}, root))
+		if !slices.Equal(g, sorted(want)) {
+			t.Errorf("PostOrder %v: got %d entries %q\nwant %d", post, len(g), g, len(want))
+		}
 	}
 }
