@@ -7,6 +7,7 @@ import (
 	"io"
 	"iter"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -116,6 +117,7 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		Stat:          sel.stat,
 		Keep:          sel.keep,
 		Named:         named(paths),
+		Stdin:         slices.Contains(paths, "-"),
 	}
 	if po, ok := task.(interface{ PostOrder() bool }); ok {
 		wopt.PostOrder = po.PostOrder()

@@ -40,6 +40,11 @@ type Options struct {
 	// others are read from stdin): resolved before the walk, so that what one
 	// of them names is left out of the others' walks (see overlap.go).
 	Named []string
+	// Stdin says some PATHs are read from stdin: any number, in any order
+	// (`find -type d | pbatch hash -`), so one may lie below another that is
+	// being walked or already was. Every directory read is then remembered,
+	// so that each is read once, up to maxStdinSeen of them (a note past that).
+	Stdin bool
 	// Types, when not zero, emits only entries of these types (1<<File, 1<<Dir, …);
 	// directories are walked whatever it says.
 	Types uint8
@@ -93,7 +98,7 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 		handles = dirHandleBudget()
 	}
 	w := &walk{ctx: ctx, opt: opt, out: out, live: make(map[devIno]int32), dirSem: make(chan struct{}, max(handles, 0))}
-	if opt.Follow {
+	if opt.Follow || opt.Stdin {
 		w.visited = make(map[devIno]struct{})
 	}
 	if opt.PostOrder {
@@ -341,8 +346,9 @@ type walk struct {
 	liveMu sync.Mutex
 	live   map[devIno]int32 // directories being walked (see dirNode), by how many nodes
 
-	visitMu sync.Mutex
-	visited map[devIno]struct{} // with -L: every directory read, so each is read once
+	visitMu   sync.Mutex
+	visited   map[devIno]struct{} // with -L or Stdin: every directory read, so each is read once
+	visitFull bool                // Stdin without -L: visited reached maxStdinSeen
 
 	slash devIno // "/" by identity, with PreserveRoot
 	ov    overlap
@@ -645,12 +651,21 @@ func (w *walk) push(job dirJob) bool {
 // another (the queue was full), which is still using its own.
 var scratches = sync.Pool{New: func() any { b := make([]byte, scratchSize); return &b }}
 
-func (w *walk) visit(st *unix.Stat_t) bool {
+func (w *walk) visit(st *unix.Stat_t, em *emitter) bool {
 	k := devIno{uint64(st.Dev), st.Ino}
 	w.visitMu.Lock()
 	defer w.visitMu.Unlock()
 	if _, ok := w.visited[k]; ok {
 		return false
+	}
+	// -L needs every directory to break loops (SAFETY 2); stdin lists only
+	// to leave out overlaps, so memory stays bounded there.
+	if !w.opt.Follow && len(w.visited) >= maxStdinSeen {
+		if !w.visitFull {
+			w.visitFull = true
+			em.add(Entry{Root: &Root{Path: "-", fd: -1}, Err: ErrSeenLimit})
+		}
+		return true
 	}
 	w.visited[k] = struct{}{}
 	return true
@@ -737,7 +752,7 @@ func (w *walk) readDir(j dirJob, em *emitter, scratch []byte) {
 		!(job.rel != "" && w.opt.OneFileSystem && st.Dev != job.root.dev)
 	// Without -L only a loop can bring the walk back to a directory (see
 	// enter); with it, symlinks make any directory reachable many times.
-	if read && (w.opt.Follow && !w.visit(&st) || !w.enter(job, id)) {
+	if read && (w.visited != nil && !w.visit(&st, em) || !w.enter(job, id)) {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: ErrVisited})
 		return
 	}
