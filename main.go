@@ -57,6 +57,11 @@ func dieBy(sig syscall.Signal) {
 	os.Exit(exitSignal0 + int(sig))
 }
 
+// signalGrace is how long a run may take to stop after the first signal
+// before it is ended as if by a second: aborting work in flight, removing
+// temporary files and printing the summary take far less.
+const signalGrace = 5 * time.Second
+
 // interrupted is the cancellation cause when a signal stops the run.
 type interrupted struct{ sig syscall.Signal }
 
@@ -101,16 +106,27 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, syscall
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
+		var first syscall.Signal
 		select {
 		case s := <-sigc:
-			cancel(interrupted{s.(syscall.Signal)})
+			first = s.(syscall.Signal)
+			cancel(interrupted{first})
 		case <-done:
 			return
 		}
+		grace := time.NewTimer(signalGrace)
+		defer grace.Stop()
 		select {
 		case s := <-sigc: // a second signal: the user means it
 			tasks.HoldRemovals(time.Second)
 			dieBy(s.(syscall.Signal))
+		case <-grace.C:
+			// Something does not give way to the cancellation: a write to a
+			// stdout nobody reads, a file system that does not answer. The
+			// first signal must still end the run (SAFETY 26).
+			fmt.Fprintf(stderr, "pbatch: still running %v after %s: exiting\n", signalGrace, signalName(first))
+			tasks.HoldRemovals(time.Second)
+			dieBy(first)
 		case <-done:
 		}
 	}()

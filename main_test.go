@@ -1019,3 +1019,44 @@ func TestLowFileLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstSignalEndsBlockedRun: a run blocked writing to a stdout nobody
+// reads still ends on the first SIGTERM, by that signal, a few seconds later
+// (SAFETY 26); before, it waited for the reader forever.
+func TestFirstSignalEndsBlockedRun(t *testing.T) {
+	bin := pbatchBin(t)
+	dir := t.TempDir()
+	makeFiles(t, dir, 3000, func(i int) string { return strconv.Itoa(i) })
+	cmd := exec.Command(bin, "hash", "-w", "2", dir)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close() // never read: the pipe fills and pbatch blocks in write
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = w, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	time.Sleep(time.Second)
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	ended := make(chan error, 1)
+	go func() { ended <- cmd.Wait() }()
+	select {
+	case <-ended:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-ended
+		t.Fatalf("still running 20 s after one SIGTERM\n%s", stderr.String())
+	}
+	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Errorf("ended with %v, want killed by SIGTERM\n%s", cmd.ProcessState, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "still running 5s after SIGTERM: exiting") {
+		t.Errorf("stderr %q, want the line saying why it exits", stderr.String())
+	}
+	t.Logf("ended %v after SIGTERM", time.Since(start).Round(100*time.Millisecond))
+}
