@@ -19,6 +19,9 @@ type pattern struct {
 	wantPath bool // match against the path below the root, not the base name
 }
 
+// empty reports whether f selects everything.
+func (f *Filter) empty() bool { return f == nil || len(f.include) == 0 && len(f.exclude) == 0 }
+
 // NewFilter validates the patterns; an invalid one is a usage error for the caller.
 func NewFilter(include, exclude []string) (*Filter, error) {
 	f := &Filter{}

@@ -3,6 +3,7 @@ package walker
 import (
 	"hash/maphash"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -72,6 +73,12 @@ type overlap struct {
 	stdin     map[seenKey]struct{}
 	full      bool // stdin reached maxStdinSeen
 	seed      maphash.Seed
+	// The directory PATHs so far, named or read from stdin, as made clean:
+	// a file read from stdin below one of them (`find d | pbatch hash -`
+	// lists d, then d/f) is the walk's to emit, when the walk is whole.
+	dirPaths map[string]struct{}
+	whole    bool // no filter or -x: a walk emits every file below it, within maxDepth
+	maxDepth int
 }
 
 type namedRoot struct {
@@ -150,6 +157,9 @@ func (o *overlap) claimFiles() {
 func (o *overlap) repeat(path string, ni int, st *unix.Stat_t) (seen, limit bool) {
 	id := devIno{uint64(st.Dev), st.Ino}
 	dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+	if dir {
+		o.addDirPath(path)
+	}
 	switch _, named := o.dirs[id]; {
 	case dir && named:
 		seen = o.takenDirs[id]
@@ -186,4 +196,36 @@ func (o *overlap) claimed(root *Root, id devIno) bool {
 	}
 	_, ok := o.dirs[id]
 	return ok
+}
+
+// addDirPath records a directory PATH for below, within maxStdinSeen.
+func (o *overlap) addDirPath(path string) {
+	if !o.whole || len(o.dirPaths) >= maxStdinSeen {
+		return
+	}
+	if o.dirPaths == nil {
+		o.dirPaths = make(map[string]struct{})
+	}
+	o.dirPaths[filepath.Clean(path)] = struct{}{}
+}
+
+// below reports whether a path read from stdin lies, by its spelling, below
+// a directory PATH fed before it, whose walk emits it: a file within the depth
+// limit, a directory only without one (with one, its own walk goes deeper). A
+// spelling with ".." is not judged: a symlink before it could lead anywhere.
+func (o *overlap) below(path string, dir bool) bool {
+	if len(o.dirPaths) == 0 || strings.Contains(path, "..") || dir && o.maxDepth >= 0 {
+		return false
+	}
+	p := filepath.Clean(path)
+	for depth := 1; ; depth++ {
+		d := filepath.Dir(p)
+		if _, ok := o.dirPaths[d]; ok {
+			return o.maxDepth < 0 || depth <= o.maxDepth
+		}
+		if d == p || d == "." {
+			return false
+		}
+		p = d
+	}
 }

@@ -129,6 +129,9 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 		}
 	}
 	w.ov.resolve(opt.Named, opt.NoFollowRoots)
+	// Only a walk that emits every file below its PATH may stand in for a
+	// file PATH read from stdin below it.
+	w.ov.whole, w.ov.maxDepth = opt.Filter.empty() && !opt.OneFileSystem, opt.MaxDepth
 	feeder := w.newEmitter()
 	var srcErr error
 	ni := 0 // the next of opt.Named to come
@@ -492,6 +495,9 @@ func (w *walk) feed(path string, named int, em *emitter) {
 	}
 	// '/' is refused each time it is named, not noted as a repeat.
 	slash := w.opt.PreserveRoot && st.Ino == w.slash.ino && uint64(st.Dev) == w.slash.dev
+	if named < 0 && w.ov.below(path, st.Mode&unix.S_IFMT == unix.S_IFDIR) {
+		return // a walk emits it: processed once, and not a repeat to note
+	}
 	seen, limit := false, false
 	if !slash {
 		seen, limit = w.ov.repeat(path, named, &st)
