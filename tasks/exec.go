@@ -154,11 +154,24 @@ func (t *Exec) command(argv, paths []string) []string {
 	return argv
 }
 
-// shellCommand builds `sh -c SCRIPT sh VALUE…`: the script refers to the
-// values as positional parameters (path i's slot s is parameter
-// 1 + i*len(slots) + s), so that no file name is ever part of the script.
+// shellCommand builds `sh -c SCRIPT sh VALUE…`: the script's first line
+// copies each value from its positional parameter into a variable of its own
+// (pbatch_1=${1} …: path i's slot s is value 1 + i*len(slots) + s), which the
+// script refers to, so that no file name is ever part of the script and set
+// --, shift or a function's own arguments do not change what a placeholder
+// stands for.
 func (t *Exec) shellCommand(argv, paths []string) []string {
 	var script []byte
+	if t.places {
+		nv := len(paths) * len(t.slots)
+		for n := 1; n <= nv; n++ {
+			script = appendAssign(script, n)
+			if n < nv {
+				script = append(script, ' ')
+			}
+		}
+		script = append(script, '\n')
+	}
 	for k := range t.tmpl {
 		if k > 0 {
 			script = append(script, ' ')
@@ -300,8 +313,8 @@ func (t *Exec) fixedCost() (base, limit, sbase, slimit int) {
 // cost returns what one path adds to an invocation, counted as fixedCost
 // does: the path itself, or every argument holding a placeholder expanded for
 // it, prefix and suffix included; with --shell, the references the script
-// gains for the path's place i and the values passed as parameters, and
-// separately what the script gains.
+// and the assignments the script gains for the path's place i and the values
+// passed as parameters, and separately what the script gains.
 func (t *Exec) cost(pb []byte, i int) (n, script int) {
 	if !t.places {
 		n = len(pb) + 1 + pointer
@@ -312,8 +325,9 @@ func (t *Exec) cost(pb []byte, i int) (n, script int) {
 	}
 	p := string(pb)
 	if t.opt.Shell {
-		for _, s := range t.slots {
+		for k, s := range t.slots {
 			n += len(s.value(p)) + 1 + pointer
+			script += assignLen(1 + i*len(t.slots) + k)
 		}
 		for k := range t.tmpl {
 			a := &t.tmpl[k]
