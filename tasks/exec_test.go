@@ -232,17 +232,25 @@ func TestShellCommand(t *testing.T) {
 // TestExecShellBatchFitsLimits: with --shell -X, each invocation's argv as
 // the kernel got it (read back from /proc/PID/cmdline) stays within the total
 // limit, its script within MAX_ARG_STRLEN, and every path arrives once, in
-// order, as a parameter of its own whatever it holds.
+// order, as a parameter of its own whatever it holds. The script holds an
+// assignment (pbatch_N=${N}) per value and a reference per placeholder and
+// path: "many values" is over MAX_ARG_STRLEN by its assignments alone unless
+// they are counted.
 func TestExecShellBatchFitsLimits(t *testing.T) {
 	dir := t.TempDir()
 	log := filepath.Join(dir, "log")
 	names := []string{"a;touch X;b", "$(touch X)", "`touch X`", "q'uote", `d"q`, "new\nline", "-rf", strings.Repeat("long", 40)}
-	var es []walker.Entry
-	var want []string
+	var hostile, short []walker.Entry
+	var wantHostile, wantShort []string
 	for i := range 120 {
 		p := filepath.Join(dir, names[i%len(names)]+strings.Repeat("x", i))
-		es = append(es, walker.NamedEntry(p, nil))
-		want = append(want, p)
+		hostile = append(hostile, walker.NamedEntry(p, nil))
+		wantHostile = append(wantHostile, p)
+	}
+	for i := range 3000 {
+		p := filepath.Join(dir, "n"+strconv.Itoa(i))
+		short = append(short, walker.NamedEntry(p, nil))
+		wantShort = append(wantShort, p)
 	}
 	t.Setenv("LOG", log)
 	pad := strings.Repeat("p", 2000)
@@ -251,13 +259,19 @@ func TestExecShellBatchFitsLimits(t *testing.T) {
 		argMax   int
 		argv     []string
 		minCalls int
+		many     bool
 	}{
-		{"total limit", 8 << 10, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG";`, `: {};`}, 3},
-		{"script limit", 4 << 20, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG";`, `: {} ` + pad + `;`}, 2},
-		{"no placeholder", 8 << 10, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG"; :`}, 3},
+		{"total limit", 8 << 10, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG";`, `: {};`}, 3, false},
+		{"script limit", 4 << 20, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG";`, `: {} ` + pad + `;`}, 2, false},
+		{"many values", 1 << 20, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG";`, `: {} {/} {//} {.} {/.};`}, 4, true},
+		{"no placeholder", 8 << 10, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG"; :`}, 3, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			es, want := hostile, wantHostile
+			if tc.many {
+				es, want = short, wantShort
+			}
 			os.Remove(log)
 			x, err := NewExec(tc.argv, ExecOptions{Shell: true, Batch: true, ArgMax: tc.argMax})
 			if err != nil {
@@ -296,6 +310,14 @@ func TestExecShellBatchFitsLimits(t *testing.T) {
 					size += len(a) + 1 + pointer
 				}
 				paths := c.argv[4:]
+				if tc.many {
+					// The five values of each path: keep the first, {}.
+					var ps []string
+					for k := 0; k < len(paths); k += 5 {
+						ps = append(ps, paths[k])
+					}
+					paths = ps
+				}
 				if len(paths) > 1 && (size > tc.argMax || len(c.argv[2]) >= maxArgStrlen) {
 					t.Errorf("an invocation of %d paths took %d bytes (limit %d), its script %d", len(paths), size, tc.argMax, len(c.argv[2]))
 				}
