@@ -434,15 +434,27 @@ func (t *Exec) run(ctx context.Context, argv []string, r *Result) {
 	// A timeout that comes after the exit only cuts the wait for output
 	// short: the command's own status stands.
 	ctxErr := ctx.Err()
-	oerr, eerr := drain(ctx, outR, errR, outDone, errDone, func() {
-		if errors.Is(ctx.Err(), context.Canceled) {
-			// Interrupted: what the job left running goes too, as it
-			// would have had the command not exited yet. (While a member
-			// is alive the group keeps the job's id; with none left the
-			// kill finds nothing, unless the pids wrapped around meanwhile.)
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	// Interrupted or timed out after the command exited: what the job left
+	// running goes too, as it would have had the command not exited yet.
+	// (While a member is alive the group keeps the job's id; with none left
+	// the kill finds nothing, unless the pids wrapped around meanwhile.)
+	leftKilled := false
+	killLeft := func() { leftKilled = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) == nil || leftKilled }
+	oerr, eerr := drain(ctx, outR, errR, outDone, errDone, killLeft)
+	if t.opt.Timeout > 0 && ctx.Err() == nil {
+		// --timeout bounds the job's whole process group: what the command
+		// left running (its output closed, or held past outputGrace) is
+		// killed when the timeout fires, and the job lasts until then.
+		waitGroup(ctx, cmd.Process.Pid)
+		if ctx.Err() != nil {
+			killLeft()
+			// Gone before the job is reported, as a job killed while
+			// it runs is.
+			gone, cancel := context.WithTimeout(context.Background(), killedGrace)
+			waitGroup(gone, cmd.Process.Pid)
+			cancel()
 		}
-	})
+	}
 	if ctxErr == nil && errors.Is(ctx.Err(), context.Canceled) {
 		ctxErr = ctx.Err() // interrupted meanwhile: the run is ending
 	}
@@ -453,6 +465,9 @@ func (t *Exec) run(ctx context.Context, argv []string, r *Result) {
 		if errors.Is(oerr, os.ErrDeadlineExceeded) {
 			oerr = nil
 		}
+	}
+	if ctxErr == nil && leftKilled {
+		r.Note = fmt.Errorf("the command exited, but a process it started was still running at --timeout %s: killed", t.opt.Timeout)
 	}
 	if lo != nil {
 		if err := lo.flush(); oerr == nil {
@@ -553,6 +568,29 @@ func drain(ctx context.Context, outR, errR *os.File, outDone, errDone <-chan err
 		}
 	}
 	return oerr, eerr
+}
+
+// groupPoll is how often waitGroup looks whether a job's process group has
+// ended: there is no event for it.
+const groupPoll = 20 * time.Millisecond
+
+// waitGroup waits until process group pgid has no member left or ctx ends.
+func waitGroup(ctx context.Context, pgid int) {
+	if syscall.Kill(-pgid, 0) != nil {
+		return
+	}
+	tick := time.NewTicker(groupPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if syscall.Kill(-pgid, 0) != nil {
+				return
+			}
+		}
+	}
 }
 
 // killedGrace bounds the wait for output after a signal or timeout.
