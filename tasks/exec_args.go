@@ -62,10 +62,11 @@ type slot struct {
 
 // Guards. A value that begins an argument (a shell word) would be read as an
 // option if it started with '-': such a value is given as ./VALUE, the same
-// file, as find -execdir and fd do. A value that is a --shell command's name
-// would name a builtin (let, eval: its arguments are code) or a command in
-// $PATH unless it holds a '/': without one it is given as ./VALUE too, the
-// file itself, as -- {} without --shell runs it.
+// file, as find -execdir and fd do. A value that is the command's name would
+// name a command in $PATH or, with --shell, a builtin (let, eval: its
+// arguments are code) unless it holds a '/': without one it is given as
+// ./VALUE too, the file itself (and so is one starting with '-', which -X
+// repeats as an argument).
 const (
 	guardNone = iota
 	guardDashed
@@ -78,7 +79,7 @@ func (s slot) value(p string) string {
 	case guardDashed:
 		return guardDash(v)
 	case guardCommand:
-		if !strings.Contains(v, "/") {
+		if !strings.Contains(v, "/") || strings.HasPrefix(v, "-") {
 			return "./" + v
 		}
 	}
@@ -137,7 +138,11 @@ func templates(argv []string, shell, batch bool) ([]argTemplate, []slot, error) 
 				t.pieces = append(t.pieces, piece{lit: a[start:i], slot: -1})
 			}
 			g := guardNone
-			if i == 0 {
+			switch {
+			case i == 0 && n == 0:
+				// The command itself: the file, not a namesake in $PATH.
+				g = guardCommand
+			case i == 0:
 				g = guardDashed
 			}
 			t.pieces = append(t.pieces, piece{slot: slotOf(slot{k, g})})
