@@ -399,15 +399,22 @@ EXAMPLES:
 path, {/} its base name, {//} its directory, {.} the path without its last extension,
 {/.} the base name without it; with no placeholder the path is appended. A value
 that would begin an argument with '-' is given as ./VALUE. No shell is involved
-unless --shell: then COMMAND and ARGs form one sh -c script, each placeholder
-becomes a quoted reference to a positional parameter holding its value (so a
-name is never shell code), and a placeholder inside single quotes is refused.
+unless --shell: then COMMAND and ARGs form one sh -c script whose first line
+copies the values from its parameters into variables pbatch_1, pbatch_2… (names
+reserved), each placeholder becomes a quoted reference to its variable (so a
+name is never shell code), and a placeholder is refused with the reason inside
+single quotes, inside or after what pbatch cannot read exactly ($( ), backquotes,
+${ }, <<, $' ', case, [[ ]], (( )), a line continuation: assign it to a variable
+first, f={}; … "$f"), or where bash would evaluate it (let, declare, eval…).
+Without a placeholder "$@" is appended, only where it lands in a command's
+arguments.
 Each job's stdout and stderr are captured (past 256 KiB per stream, in an
 unlinked file in $TMPDIR) and written as one block, so output never interleaves;
 --line-buffer streams whole lines instead (a line over 64 KiB in pieces of at
 least 64 KiB). A job that exits while a background process holds its output open
 gets one more second, then a note. A non-zero exit, a death by signal or
---timeout marks the file failed. -X passes as many paths to one invocation as the
+--timeout marks the file failed; --timeout also kills what the command left
+running when it fires. -X passes as many paths to one invocation as the
 argument size limit allows (an ARG with a placeholder is repeated per path).
 
 EXAMPLES:

@@ -154,11 +154,24 @@ func (t *Exec) command(argv, paths []string) []string {
 	return argv
 }
 
-// shellCommand builds `sh -c SCRIPT sh VALUE…`: the script refers to the
-// values as positional parameters (path i's slot s is parameter
-// 1 + i*len(slots) + s), so that no file name is ever part of the script.
+// shellCommand builds `sh -c SCRIPT sh VALUE…`: the script's first line
+// copies each value from its positional parameter into a variable of its own
+// (pbatch_1=${1} …: path i's slot s is value 1 + i*len(slots) + s), which the
+// script refers to, so that no file name is ever part of the script and set
+// --, shift or a function's own arguments do not change what a placeholder
+// stands for.
 func (t *Exec) shellCommand(argv, paths []string) []string {
 	var script []byte
+	if t.places {
+		nv := len(paths) * len(t.slots)
+		for n := 1; n <= nv; n++ {
+			script = appendAssign(script, n)
+			if n < nv {
+				script = append(script, ' ')
+			}
+		}
+		script = append(script, '\n')
+	}
 	for k := range t.tmpl {
 		if k > 0 {
 			script = append(script, ' ')
@@ -300,8 +313,8 @@ func (t *Exec) fixedCost() (base, limit, sbase, slimit int) {
 // cost returns what one path adds to an invocation, counted as fixedCost
 // does: the path itself, or every argument holding a placeholder expanded for
 // it, prefix and suffix included; with --shell, the references the script
-// gains for the path's place i and the values passed as parameters, and
-// separately what the script gains.
+// and the assignments the script gains for the path's place i and the values
+// passed as parameters, and separately what the script gains.
 func (t *Exec) cost(pb []byte, i int) (n, script int) {
 	if !t.places {
 		n = len(pb) + 1 + pointer
@@ -312,8 +325,9 @@ func (t *Exec) cost(pb []byte, i int) (n, script int) {
 	}
 	p := string(pb)
 	if t.opt.Shell {
-		for _, s := range t.slots {
+		for k, s := range t.slots {
 			n += len(s.value(p)) + 1 + pointer
+			script += assignLen(1 + i*len(t.slots) + k)
 		}
 		for k := range t.tmpl {
 			a := &t.tmpl[k]
@@ -420,15 +434,27 @@ func (t *Exec) run(ctx context.Context, argv []string, r *Result) {
 	// A timeout that comes after the exit only cuts the wait for output
 	// short: the command's own status stands.
 	ctxErr := ctx.Err()
-	oerr, eerr := drain(ctx, outR, errR, outDone, errDone, func() {
-		if errors.Is(ctx.Err(), context.Canceled) {
-			// Interrupted: what the job left running goes too, as it
-			// would have had the command not exited yet. (While a member
-			// is alive the group keeps the job's id; with none left the
-			// kill finds nothing, unless the pids wrapped around meanwhile.)
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	// Interrupted or timed out after the command exited: what the job left
+	// running goes too, as it would have had the command not exited yet.
+	// (While a member is alive the group keeps the job's id; with none left
+	// the kill finds nothing, unless the pids wrapped around meanwhile.)
+	leftKilled := false
+	killLeft := func() { leftKilled = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) == nil || leftKilled }
+	oerr, eerr := drain(ctx, outR, errR, outDone, errDone, killLeft)
+	if t.opt.Timeout > 0 && ctx.Err() == nil {
+		// --timeout bounds the job's whole process group: what the command
+		// left running (its output closed, or held past outputGrace) is
+		// killed when the timeout fires, and the job lasts until then.
+		waitGroup(ctx, cmd.Process.Pid)
+		if ctx.Err() != nil {
+			killLeft()
+			// Gone before the job is reported, as a job killed while
+			// it runs is.
+			gone, cancel := context.WithTimeout(context.Background(), killedGrace)
+			waitGroup(gone, cmd.Process.Pid)
+			cancel()
 		}
-	})
+	}
 	if ctxErr == nil && errors.Is(ctx.Err(), context.Canceled) {
 		ctxErr = ctx.Err() // interrupted meanwhile: the run is ending
 	}
@@ -439,6 +465,9 @@ func (t *Exec) run(ctx context.Context, argv []string, r *Result) {
 		if errors.Is(oerr, os.ErrDeadlineExceeded) {
 			oerr = nil
 		}
+	}
+	if ctxErr == nil && leftKilled {
+		r.Note = fmt.Errorf("the command exited, but a process it started was still running at --timeout %s: killed", t.opt.Timeout)
 	}
 	if lo != nil {
 		if err := lo.flush(); oerr == nil {
@@ -539,6 +568,29 @@ func drain(ctx context.Context, outR, errR *os.File, outDone, errDone <-chan err
 		}
 	}
 	return oerr, eerr
+}
+
+// groupPoll is how often waitGroup looks whether a job's process group has
+// ended: there is no event for it.
+const groupPoll = 20 * time.Millisecond
+
+// waitGroup waits until process group pgid has no member left or ctx ends.
+func waitGroup(ctx context.Context, pgid int) {
+	if syscall.Kill(-pgid, 0) != nil {
+		return
+	}
+	tick := time.NewTicker(groupPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if syscall.Kill(-pgid, 0) != nil {
+				return
+			}
+		}
+	}
 }
 
 // killedGrace bounds the wait for output after a signal or timeout.

@@ -1,10 +1,8 @@
 package tasks
 
 import (
-	"fmt"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 )
 
@@ -56,18 +54,34 @@ func placeholderValue(kind int, p string) string {
 }
 
 // A slot is one value handed to the command per path: a placeholder, and
-// whether it begins an argument (a shell word), where a value starting with
-// '-' would be read as an option: such a value is given as ./VALUE, the same
-// file, as find -execdir and fd do.
+// how its value is guarded.
 type slot struct {
 	kind  int
-	guard bool
+	guard int
 }
+
+// Guards. A value that begins an argument (a shell word) would be read as an
+// option if it started with '-': such a value is given as ./VALUE, the same
+// file, as find -execdir and fd do. A value that is the command's name would
+// name a command in $PATH or, with --shell, a builtin (let, eval: its
+// arguments are code) unless it holds a '/': without one it is given as
+// ./VALUE too, the file itself (and so is one starting with '-', which -X
+// repeats as an argument).
+const (
+	guardNone = iota
+	guardDashed
+	guardCommand
+)
 
 func (s slot) value(p string) string {
 	v := placeholderValue(s.kind, p)
-	if s.guard {
+	switch s.guard {
+	case guardDashed:
 		return guardDash(v)
+	case guardCommand:
+		if !strings.Contains(v, "/") || strings.HasPrefix(v, "-") {
+			return "./" + v
+		}
 	}
 	return v
 }
@@ -80,8 +94,9 @@ func guardDash(v string) string {
 }
 
 // A piece of an argument: literal text, or a slot's value. Under --shell a
-// slot stands for a reference to a positional parameter, "${N}" (quoted is
-// false inside double quotes, where the quotes are already there).
+// slot stands for a reference to the variable holding the value,
+// "${pbatch_N}" (quoted is false inside double quotes, where the quotes are
+// already there).
 type piece struct {
 	lit    string
 	slot   int // -1 for literal text
@@ -122,7 +137,15 @@ func templates(argv []string, shell, batch bool) ([]argTemplate, []slot, error) 
 			if i > start {
 				t.pieces = append(t.pieces, piece{lit: a[start:i], slot: -1})
 			}
-			t.pieces = append(t.pieces, piece{slot: slotOf(slot{k, i == 0})})
+			g := guardNone
+			switch {
+			case i == 0 && n == 0:
+				// The command itself: the file, not a namesake in $PATH.
+				g = guardCommand
+			case i == 0:
+				g = guardDashed
+			}
+			t.pieces = append(t.pieces, piece{slot: slotOf(slot{k, g})})
 			t.places = true
 			i += len(placeholders[k]) - 1
 			start = i + 1
@@ -132,196 +155,4 @@ func templates(argv []string, shell, batch bool) ([]argTemplate, []slot, error) 
 		}
 	}
 	return ts, slots, nil
-}
-
-// The shell contexts shellTemplates tells apart.
-const (
-	ctxPlain  = iota // unquoted, at the top or inside $( ) or ` `
-	ctxSubst         // $( ), unquoted inside
-	ctxBack          // ` `, unquoted inside
-	ctxDouble        // "…"
-	ctxSingle        // '…': nothing expands
-	ctxArith         // $(( )): a value would be evaluated as an expression
-)
-
-type shellFrame struct {
-	ctx    int
-	parens int // open parentheses inside $( ) or $(( ))
-}
-
-type shellLexer struct {
-	stack   []shellFrame
-	comment bool // in a # comment, up to the newline
-	atWord  bool // nothing of the current word seen yet but quote characters
-}
-
-func (l *shellLexer) top() *shellFrame { return &l.stack[len(l.stack)-1] }
-func (l *shellLexer) push(ctx int)     { l.stack = append(l.stack, shellFrame{ctx: ctx}) }
-func (l *shellLexer) pop()             { l.stack = l.stack[:len(l.stack)-1] }
-
-// shellTemplates reads the --shell script (the arguments joined with spaces)
-// far enough to know each placeholder's context: unquoted it becomes "${N}",
-// inside double quotes ${N}, and the value is passed as positional parameter
-// N of `sh -c SCRIPT sh VALUE…`, so quoting cannot matter. Inside single
-// quotes nothing expands, and inside $(( )) a value would be evaluated as an
-// arithmetic expression (code, in bash): a placeholder there is refused.
-// A backslash before a placeholder keeps it literal. Here-documents are not
-// recognised: in the body of one, the reference stays quoted ("${N}").
-// With -X an argument holding a placeholder is repeated per path, so it must
-// end in the context it starts in.
-func shellTemplates(argv []string, batch bool, slotOf func(slot) int) ([]argTemplate, error) {
-	l := &shellLexer{stack: []shellFrame{{ctx: ctxPlain}}, atWord: true}
-	ts := make([]argTemplate, len(argv))
-	for n, a := range argv {
-		if n > 0 {
-			l.lex(" ", 0)
-		}
-		before := slices.Clone(l.stack)
-		beforeComment := l.comment
-		t := &ts[n]
-		var lit strings.Builder
-		for i := 0; i < len(a); {
-			if k := placeholderAt(a, i); k >= 0 && !l.comment {
-				switch l.top().ctx {
-				case ctxSingle:
-					return nil, fmt.Errorf("--shell: %s inside single quotes would not be replaced by its value; write \"%s\" or %s (values are passed to sh as quoted parameters)",
-						placeholders[k], placeholders[k], placeholders[k])
-				case ctxArith:
-					return nil, fmt.Errorf("--shell: %s inside $(( )) would be evaluated as an expression; refused", placeholders[k])
-				}
-				if lit.Len() > 0 {
-					t.pieces = append(t.pieces, piece{lit: lit.String(), slot: -1})
-					lit.Reset()
-				}
-				t.pieces = append(t.pieces, piece{slot: slotOf(slot{k, l.atWord}), quoted: l.top().ctx != ctxDouble})
-				t.places = true
-				l.atWord = false
-				i += len(placeholders[k])
-				continue
-			}
-			w := l.lex(a, i)
-			lit.WriteString(a[i : i+w])
-			i += w
-		}
-		if lit.Len() > 0 || len(t.pieces) == 0 {
-			t.pieces = append(t.pieces, piece{lit: lit.String(), slot: -1})
-		}
-		if batch && t.places && (!slices.Equal(before, l.stack) || beforeComment != l.comment) {
-			return nil, fmt.Errorf("--shell -X: argument %q is repeated for each path, so its quotes and parentheses must close within it", a)
-		}
-	}
-	return ts, nil
-}
-
-// lex takes the token at a[i:] and returns its length.
-func (l *shellLexer) lex(a string, i int) int {
-	c := a[i]
-	if l.comment {
-		if c == '\n' {
-			l.comment, l.atWord = false, true
-		}
-		return 1
-	}
-	f := l.top()
-	switch f.ctx {
-	case ctxSingle:
-		if c == '\'' {
-			l.pop()
-		} else {
-			l.atWord = false
-		}
-		return 1
-	case ctxDouble:
-		switch {
-		case c == '\\' && i+1 < len(a):
-			l.atWord = false
-			return 2
-		case c == '"':
-			l.pop()
-		case c == '`':
-			l.push(ctxBack)
-		case strings.HasPrefix(a[i:], "$(("):
-			l.push(ctxArith)
-			return 3
-		case strings.HasPrefix(a[i:], "$("):
-			l.push(ctxSubst)
-			return 2
-		default:
-			l.atWord = false
-		}
-		return 1
-	case ctxArith:
-		switch {
-		case c == '(':
-			f.parens++
-		case c == ')' && f.parens > 0:
-			f.parens--
-		case strings.HasPrefix(a[i:], "))"):
-			l.pop()
-			l.atWord = false
-			return 2
-		}
-		return 1
-	}
-	// Unquoted: at the top, inside $( ) or inside ` `.
-	switch {
-	case c == '\\' && i+1 < len(a):
-		l.atWord = false
-		return 2
-	case c == '\'':
-		l.push(ctxSingle)
-	case c == '"':
-		l.push(ctxDouble)
-	case c == '`' && f.ctx == ctxBack:
-		l.pop()
-		l.atWord = false
-	case c == '`':
-		l.push(ctxBack)
-		l.atWord = true
-	case strings.HasPrefix(a[i:], "$(("):
-		l.push(ctxArith)
-		return 3
-	case strings.HasPrefix(a[i:], "$("):
-		l.push(ctxSubst)
-		l.atWord = true
-		return 2
-	case c == '(' && f.ctx == ctxSubst:
-		f.parens++
-		l.atWord = true
-	case c == ')' && f.ctx == ctxSubst && f.parens == 0:
-		l.pop()
-		l.atWord = false
-	case c == ')' && f.ctx == ctxSubst:
-		f.parens--
-		l.atWord = true
-	case c == '#' && l.atWord:
-		l.comment = true
-	case strings.IndexByte(" \t\n;&|<>()", c) >= 0:
-		l.atWord = true
-	default:
-		l.atWord = false
-	}
-	return 1
-}
-
-// refLen is the length of the reference to positional parameter n.
-func refLen(n int, quoted bool) int {
-	l := len("${}") + len(strconv.Itoa(n))
-	if quoted {
-		l += 2
-	}
-	return l
-}
-
-func appendRef(b []byte, n int, quoted bool) []byte {
-	if quoted {
-		b = append(b, '"')
-	}
-	b = append(b, "${"...)
-	b = strconv.AppendInt(b, int64(n), 10)
-	b = append(b, '}')
-	if quoted {
-		b = append(b, '"')
-	}
-	return b
 }

@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"pbatch/walker"
 )
 
 // spoolMem is how much of one stream of one job is kept in memory; the rest
@@ -142,23 +145,28 @@ func unwrapPathError(err error) error {
 func spoolDir() string { return os.TempDir() }
 
 // openSpool creates an unlinked 0600 file in $TMPDIR (/tmp without it): the
-// directory itself is opened without following a symlink, and the file is
-// created with O_TMPFILE, so it never has a name anyone could open, swap or
-// follow; where the file system lacks O_TMPFILE, it is created under a random
-// name with O_EXCL|O_NOFOLLOW and unlinked at once. Either way fstat must
-// show a regular file of ours with no link left.
+// directory itself is opened without following a symlink in any component of
+// its name (walker.OpenDirNoSymlinks), and the file is created with O_TMPFILE, so it
+// never has a name anyone could open, swap or follow; where the file system
+// lacks O_TMPFILE, it is created under a random name (.pbatch-spool-*) with
+// O_EXCL|O_NOFOLLOW and unlinked before anything else is done with it.
+// Either way fstat must show a regular file of ours with no link left.
 func openSpool() (*os.File, error) {
 	dir := spoolDir()
 	fail := func(err error) (*os.File, error) {
 		return nil, fmt.Errorf("spooling output to %s: %w", dir, err)
 	}
-	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	dfd, err := walker.OpenDirNoSymlinks(dir)
 	if err != nil {
 		if err == unix.ENOTDIR || err == unix.ELOOP {
-			// O_NOFOLLOW on a symlink gives ENOTDIR with O_DIRECTORY.
+			// O_NOFOLLOW on a symlink gives ENOTDIR with O_DIRECTORY,
+			// RESOLVE_NO_SYMLINKS gives ELOOP wherever it is.
 			var st unix.Stat_t
 			if unix.Lstat(dir, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
 				return fail(errors.New("is a symlink; refused"))
+			}
+			if err == unix.ELOOP || hasSymlink(dir) {
+				return fail(errors.New("has a symlink in its path; refused"))
 			}
 		}
 		return fail(err)
@@ -190,6 +198,18 @@ func openSpool() (*os.File, error) {
 		return fail(errors.New("the spool file is not a private unlinked file of ours; refused"))
 	}
 	return os.NewFile(uintptr(fd), dir+"/(spool)"), nil
+}
+
+// hasSymlink reports whether some component of dir is a symlink (for the
+// message only: the open is what refuses it).
+func hasSymlink(dir string) bool {
+	for p := filepath.Clean(dir); p != "/" && p != "."; p = filepath.Dir(p) {
+		var st unix.Stat_t
+		if unix.Lstat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return true
+		}
+	}
+	return false
 }
 
 // lineMax bounds a partial line kept by lineWriter: a longer line goes out in

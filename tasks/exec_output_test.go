@@ -141,26 +141,39 @@ func TestOutputSpool(t *testing.T) {
 	}
 }
 
-// TestOutputSpoolRefused: a $TMPDIR that is a symlink or missing fails the
-// write with a message naming it; the memory part is kept.
+// TestOutputSpoolRefused: a $TMPDIR with a symlink in any component of its
+// name, or missing, fails the write with a message naming it; the memory part
+// is kept (exec_spool.txtar runs the same without openat2).
 func TestOutputSpoolRefused(t *testing.T) {
 	dir := t.TempDir()
-	os.Mkdir(filepath.Join(dir, "real"), 0o700)
+	os.MkdirAll(filepath.Join(dir, "real", "sub"), 0o700)
 	os.Symlink("real", filepath.Join(dir, "link"))
+	t.Chdir(dir)
 	for _, tc := range []struct{ tmp, want string }{
 		{filepath.Join(dir, "link"), "is a symlink; refused"},
+		{filepath.Join(dir, "link") + "/", "has a symlink in its path; refused"},
+		{filepath.Join(dir, "link") + "/.", "has a symlink in its path; refused"},
+		{filepath.Join(dir, "link", "sub"), "has a symlink in its path; refused"},
+		{"link/sub", "has a symlink in its path; refused"},
 		{filepath.Join(dir, "missing"), "no such file or directory"},
+		{filepath.Join(dir, "real", "sub"), ""},
+		{"real/sub/", ""},
 	} {
 		t.Setenv("TMPDIR", tc.tmp)
 		o := new(Output)
 		n, err := o.Write(make([]byte, spoolMem+1))
-		if err == nil || !strings.Contains(err.Error(), "spooling output to "+tc.tmp+": "+tc.want) || n != spoolMem {
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("TMPDIR=%s: %v", tc.tmp, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), "spooling output to "+tc.tmp+": "+tc.want) || n != spoolMem):
 			t.Errorf("TMPDIR=%s: Write %d, %v; want %d and an error saying %q", tc.tmp, n, err, spoolMem, tc.want)
-		}
-		if !errors.Is(o.Err(), err) {
+		case !errors.Is(o.Err(), err):
 			t.Errorf("Err() = %v, want %v", o.Err(), err)
 		}
 		o.Close()
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "real", "sub")); len(ents) != 0 {
+		t.Errorf("spool left names: %v", ents)
 	}
 }
 

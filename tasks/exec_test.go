@@ -3,6 +3,7 @@ package tasks
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -101,28 +102,100 @@ func TestExecBatchSplitsByArgMax(t *testing.T) {
 	}
 }
 
-// TestShellCommand pins how --shell turns placeholders into parameter
-// references by context, and which contexts it refuses.
+// TestShellCommand pins how --shell turns placeholders into references to
+// the variables holding the values, by context, and which scripts it refuses:
+// everything after a construct the lexer cannot bound exactly, contexts where
+// bash evaluates a value as code, and a script without placeholder whose end
+// is not in a command's arguments (where "$@" would run the paths or lose
+// them).
 func TestShellCommand(t *testing.T) {
 	tests := []struct {
 		argv    []string
 		batch   bool
-		script  string
+		script  string // after the assignments pbatch_N=${N}
 		values  []string
 		wantErr string
 	}{
-		{argv: []string{"echo {}"}, script: `echo "${1}"`, values: []string{"./-a;b"}},
-		{argv: []string{`echo "x {/} y" {/}`}, script: `echo "x ${1} y" "${2}"`, values: []string{"-a;b", "./-a;b"}},
-		{argv: []string{"echo", "{}.bak", "pre{}"}, script: `echo "${1}".bak pre"${2}"`, values: []string{"./-a;b", "-a;b"}},
-		{argv: []string{`echo "$(basename {})" ` + "`ls {}`"}, script: `echo "$(basename "${1}")" ` + "`ls \"${1}\"`", values: []string{"./-a;b"}},
-		{argv: []string{`echo \{} "\{}" {}`}, script: `echo \{} "\{}" "${1}"`, values: []string{"./-a;b"}},
-		{argv: []string{"echo 'a' {} # it's {}", "{}"}, script: `echo 'a' "${1}" # it's {} {}`, values: []string{"./-a;b"}},
+		{argv: []string{"echo {}"}, script: `echo "${pbatch_1}"`, values: []string{"./-a;b"}},
+		{argv: []string{`echo "x {/} y" {/}`}, script: `echo "x ${pbatch_1} y" "${pbatch_2}"`, values: []string{"-a;b", "./-a;b"}},
+		{argv: []string{"echo", "{}.bak", "pre{}"}, script: `echo "${pbatch_1}".bak pre"${pbatch_2}"`, values: []string{"./-a;b", "-a;b"}},
+		{argv: []string{`echo \{} "\{}" {}`}, script: `echo \{} "\{}" "${pbatch_1}"`, values: []string{"./-a;b"}},
+		{argv: []string{"echo 'a' {} # it's {}", "{}"}, script: `echo 'a' "${pbatch_1}" # it's {} {}`, values: []string{"./-a;b"}},
+		{argv: []string{`echo ""# {}`}, script: `echo ""# "${pbatch_1}"`, values: []string{"./-a;b"}},
+		{argv: []string{`echo "a\"{}" $HOME {}`}, script: `echo "a\"${pbatch_1}" $HOME "${pbatch_2}"`, values: []string{"-a;b", "./-a;b"}},
+		{argv: []string{"f={}; x=$(basename \"$f\")"}, script: `f="${pbatch_1}"; x=$(basename "$f")`, values: []string{"-a;b"}},
+		{argv: []string{"{} x; 2>/dev/null {}; ./{}; x=1 {}; command -p {}"}, script: `"${pbatch_1}" x; 2>/dev/null "${pbatch_1}"; ./"${pbatch_2}"; x=1 "${pbatch_1}"; command -p "${pbatch_1}"`, values: []string{"./-a;b", "-a;b"}},
+		{argv: []string{"set -- x; shift; f() { echo {}; }; f y"}, script: `set -- x; shift; f() { echo "${pbatch_1}"; }; f y`, values: []string{"./-a;b"}},
 		{argv: []string{"printf %s"}, script: `printf %s "$@"`, values: []string{"./-a;b"}},
-		{argv: []string{"echo", "{}", "{/}"}, batch: true, script: `echo "${1}" "${3}" "${2}" "${4}"`, values: []string{"./-a;b", "./-a;b", "./-a;b", "./-a;b"}},
+		{argv: []string{"printf %s >out 2>&1"}, script: `printf %s >out 2>&1 "$@"`, values: []string{"./-a;b"}},
+		{argv: []string{"echo", "{}", "{/}"}, batch: true, script: `echo "${pbatch_1}" "${pbatch_3}" "${pbatch_2}" "${pbatch_4}"`, values: []string{"./-a;b", "./-a;b", "./-a;b", "./-a;b"}},
+		{argv: []string{"mv {} /dst;"}, batch: true, script: `mv "${pbatch_1}" /dst; mv "${pbatch_2}" /dst;`, values: []string{"./-a;b", "./-a;b"}},
+
 		{argv: []string{"echo '{}'"}, wantErr: "inside single quotes"},
 		{argv: []string{"echo 'x", "{}'"}, wantErr: "inside single quotes"},
-		{argv: []string{"echo $(( {} ))"}, wantErr: "inside $(( ))"},
-		{argv: []string{`echo "`, `{}"`}, batch: true, wantErr: "must close within it"},
+		// Constructs the lexer does not bound: a placeholder inside or after one.
+		{argv: []string{`echo "$(case {} in *.tmp) rm -v {};; esac)"`}, wantErr: "{} after $(…): "},
+		{argv: []string{"echo \"`printf \"[%s]\" \\\"{}\\\"`\""}, wantErr: "{} after `…`"},
+		{argv: []string{"cat <<EOF\nHe said \"hi\nEOF\nprintf \"[%s]\" {}"}, wantErr: "{} after << (a here-document)"},
+		{argv: []string{"cat <<<x; echo {}"}, wantErr: "after <<"},
+		{argv: []string{"echo \\\n-{}"}, wantErr: "after a line continuation"},
+		{argv: []string{"echo \"\\\n{}\""}, wantErr: "after a line continuation"},
+		{argv: []string{"echo $'\\'' {}"}, wantErr: "after $'…'"},
+		{argv: []string{`echo $"x" {}`}, wantErr: `after $"…"`},
+		{argv: []string{`echo ${x} {}`}, wantErr: "after ${…}"},
+		{argv: []string{`echo "${x:-a}" {}`}, wantErr: "after ${…}"},
+		{argv: []string{`echo ${x:{}:1}`}, wantErr: "after ${…}"},
+		{argv: []string{"case x in x) echo {};; esac"}, wantErr: "after case"},
+		{argv: []string{"echo $(x) {}"}, wantErr: "after $(…)"},
+		{argv: []string{"echo `x` {}"}, wantErr: "after `…`"},
+		{argv: []string{"echo $(( {} ))"}, wantErr: "after $((…))"},
+		// Arithmetic and the arguments of let, declare and their kind.
+		{argv: []string{"[[ {/} -gt 0 ]]"}, wantErr: "after [["},
+		{argv: []string{"(( {} ))"}, wantErr: "after ((…))"},
+		{argv: []string{"echo $[ {} ]"}, wantErr: "after $[…]"},
+		{argv: []string{"let x={}"}, wantErr: "as an argument of let"},
+		{argv: []string{"x=1 let x={}"}, wantErr: "as an argument of let"},
+		{argv: []string{"builtin let x={}"}, wantErr: "as an argument of let"},
+		{argv: []string{`"let" x={}`}, wantErr: "as an argument of let"},
+		{argv: []string{"declare x={}"}, wantErr: "as an argument of declare"},
+		{argv: []string{"declare -i n; n={}"}, wantErr: "after declare -i"},
+		{argv: []string{"f() { local -i n; n={}; }"}, wantErr: "after local -i"},
+		{argv: []string{"typeset -i n={}"}, wantErr: "after typeset -i"},
+		{argv: []string{"export x={}"}, wantErr: "as an argument of export"},
+		{argv: []string{"readonly x={}"}, wantErr: "as an argument of readonly"},
+		{argv: []string{"eval echo {}"}, wantErr: "as an argument of eval"},
+		{argv: []string{"trap {} EXIT"}, wantErr: "as an argument of trap"},
+		{argv: []string{"c=let; $c {}"}, wantErr: "a command whose name is an expansion"},
+		{argv: []string{"a[{}]=1"}, wantErr: "array subscript"},
+		{argv: []string{`a["{}"]=1`}, wantErr: "array subscript"},
+		{argv: []string{"alias e='echo \"'\ne {}"}, wantErr: "after alias"},
+		{argv: []string{"cat <(echo {})"}, wantErr: "after <(…) (a process substitution)"},
+		{argv: []string{"echo >(cat) {}"}, wantErr: "after >(…)"},
+		{argv: []string{"echo @(x|{})"}, wantErr: "after an extended pattern (@(…)"},
+		{argv: []string{"l{} x"}, wantErr: "inside a command name"},
+		{argv: []string{"pbatch_1=x; echo {}"}, wantErr: "pbatch_ hold the values and are reserved"},
+		// No placeholder: "$@" only where it lands in a command's arguments.
+		{argv: []string{"echo processing;"}, wantErr: "script ends with ';': put {} where the paths go"},
+		{argv: []string{"echo x &"}, wantErr: "ends with '&'"},
+		{argv: []string{"echo x |"}, wantErr: "ends with '|'"},
+		{argv: []string{"echo x &&"}, wantErr: "ends with '&&'"},
+		{argv: []string{"echo x\n"}, wantErr: "ends with a newline"},
+		{argv: []string{"echo x # c"}, wantErr: "ends with a comment"},
+		{argv: []string{"cat <<EOF\nx\nEOF"}, wantErr: "after << (a here-document): put {}"},
+		{argv: []string{"echo >"}, wantErr: "ends with '>'"},
+		{argv: []string{"echo x &>/dev/null"}, wantErr: `ends with "/dev/null", not in a command's arguments`},
+		{argv: []string{"for f; do"}, wantErr: `ends with "do"`},
+		{argv: []string{"f() { echo; }"}, wantErr: `ends with "}"`},
+		{argv: []string{"x=1"}, wantErr: `ends with "x=1"`},
+		{argv: []string{"echo 'x"}, wantErr: "ends inside ' quotes"},
+		{argv: []string{"echo $(date)"}, wantErr: "after $(…): put {}"},
+		{argv: []string{"eval"}, wantErr: "arguments of eval"},
+		{argv: []string{"echo x \\"}, wantErr: "after a trailing"},
+		// -X: a repeated argument must leave the lexer as it found it.
+		{argv: []string{`echo "`, `{}"`}, batch: true, wantErr: "must end as it begins"},
+		{argv: []string{"echo", "{}; let"}, batch: true, wantErr: "must end as it begins"},
+		{argv: []string{"echo", "{} $(x)"}, batch: true, wantErr: "must end as it begins"},
+		{argv: []string{"echo {}"}, batch: true, wantErr: "must end as it begins"},
 	}
 	for _, tc := range tests {
 		x, err := NewExec(tc.argv, ExecOptions{Shell: true, Batch: tc.batch})
@@ -141,7 +214,15 @@ func TestShellCommand(t *testing.T) {
 			paths = append(paths, "-a;b")
 		}
 		got := x.command(nil, paths)
-		want := append([]string{"sh", "-c", tc.script, "sh"}, tc.values...)
+		script := tc.script
+		if x.places {
+			var assign []string
+			for n := range tc.values {
+				assign = append(assign, fmt.Sprintf("pbatch_%d=${%d}", n+1, n+1))
+			}
+			script = strings.Join(assign, " ") + "\n" + script
+		}
+		want := append([]string{"sh", "-c", script, "sh"}, tc.values...)
 		if !slices.Equal(got, want) {
 			t.Errorf("%q: got\n%q\nwant\n%q", tc.argv, got, want)
 		}
@@ -151,17 +232,25 @@ func TestShellCommand(t *testing.T) {
 // TestExecShellBatchFitsLimits: with --shell -X, each invocation's argv as
 // the kernel got it (read back from /proc/PID/cmdline) stays within the total
 // limit, its script within MAX_ARG_STRLEN, and every path arrives once, in
-// order, as a parameter of its own whatever it holds.
+// order, as a parameter of its own whatever it holds. The script holds an
+// assignment (pbatch_N=${N}) per value and a reference per placeholder and
+// path: "many values" is over MAX_ARG_STRLEN by its assignments alone unless
+// they are counted.
 func TestExecShellBatchFitsLimits(t *testing.T) {
 	dir := t.TempDir()
 	log := filepath.Join(dir, "log")
 	names := []string{"a;touch X;b", "$(touch X)", "`touch X`", "q'uote", `d"q`, "new\nline", "-rf", strings.Repeat("long", 40)}
-	var es []walker.Entry
-	var want []string
+	var hostile, short []walker.Entry
+	var wantHostile, wantShort []string
 	for i := range 120 {
 		p := filepath.Join(dir, names[i%len(names)]+strings.Repeat("x", i))
-		es = append(es, walker.NamedEntry(p, nil))
-		want = append(want, p)
+		hostile = append(hostile, walker.NamedEntry(p, nil))
+		wantHostile = append(wantHostile, p)
+	}
+	for i := range 3000 {
+		p := filepath.Join(dir, "n"+strconv.Itoa(i))
+		short = append(short, walker.NamedEntry(p, nil))
+		wantShort = append(wantShort, p)
 	}
 	t.Setenv("LOG", log)
 	pad := strings.Repeat("p", 2000)
@@ -170,13 +259,19 @@ func TestExecShellBatchFitsLimits(t *testing.T) {
 		argMax   int
 		argv     []string
 		minCalls int
+		many     bool
 	}{
-		{"total limit", 8 << 10, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG";`, `: {};`}, 3},
-		{"script limit", 4 << 20, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG";`, `: {} ` + pad + `;`}, 2},
-		{"no placeholder", 8 << 10, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG"; :`}, 3},
+		{"total limit", 8 << 10, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG";`, `: {};`}, 3, false},
+		{"script limit", 4 << 20, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG";`, `: {} ` + pad + `;`}, 2, false},
+		{"many values", 1 << 20, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG";`, `: {} {/} {//} {.} {/.};`}, 4, true},
+		{"no placeholder", 8 << 10, []string{`{ wc -c < /proc/$$/cmdline; cat /proc/$$/cmdline; } >> "$LOG"; :`}, 3, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			es, want := hostile, wantHostile
+			if tc.many {
+				es, want = short, wantShort
+			}
 			os.Remove(log)
 			x, err := NewExec(tc.argv, ExecOptions{Shell: true, Batch: true, ArgMax: tc.argMax})
 			if err != nil {
@@ -215,6 +310,14 @@ func TestExecShellBatchFitsLimits(t *testing.T) {
 					size += len(a) + 1 + pointer
 				}
 				paths := c.argv[4:]
+				if tc.many {
+					// The five values of each path: keep the first, {}.
+					var ps []string
+					for k := 0; k < len(paths); k += 5 {
+						ps = append(ps, paths[k])
+					}
+					paths = ps
+				}
 				if len(paths) > 1 && (size > tc.argMax || len(c.argv[2]) >= maxArgStrlen) {
 					t.Errorf("an invocation of %d paths took %d bytes (limit %d), its script %d", len(paths), size, tc.argMax, len(c.argv[2]))
 				}

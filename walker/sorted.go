@@ -79,7 +79,13 @@ func (s *sortedNames) sort() {
 // memory: the walk goes on as it would without a bound.
 func (s *sortedNames) spillRun() {
 	if s.spill == nil {
-		fd, err := unix.Open(os.TempDir(), unix.O_TMPFILE|unix.O_RDWR|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+		// $TMPDIR is opened without following a symlink in any component.
+		dfd, err := OpenDirNoSymlinks(os.TempDir())
+		fd := -1
+		if err == nil {
+			fd, err = unix.Openat(dfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+			unix.Close(dfd)
+		}
 		if err != nil {
 			s.broken = true
 			return

@@ -639,3 +639,41 @@ func TestWalkQueueFull(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenDirNoSymlinks: a symlink in any component of the name is refused,
+// with openat2 and with the component-by-component fallback; a real
+// directory opens, absolute or relative.
+func TestOpenDirNoSymlinks(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "real", "sub"), 0o700)
+	os.Symlink("real", filepath.Join(dir, "link"))
+	t.Chdir(dir)
+	for _, fallback := range []bool{false, true} {
+		old := noOpenat2.Load()
+		noOpenat2.Store(fallback)
+		for _, tc := range []struct {
+			dir string
+			ok  bool
+		}{
+			{filepath.Join(dir, "link"), false},
+			{filepath.Join(dir, "link") + "/", false},
+			{filepath.Join(dir, "link") + "/.", false},
+			{filepath.Join(dir, "link", "sub"), false},
+			{"link/sub", false},
+			{"real/../link/sub", false},
+			{filepath.Join(dir, "real", "sub"), true},
+			{"real/sub/", true},
+			{"real/./sub/..", true},
+			{".", true},
+		} {
+			fd, err := OpenDirNoSymlinks(tc.dir)
+			if err == nil {
+				unix.Close(fd)
+			}
+			if (err == nil) != tc.ok {
+				t.Errorf("OpenDirNoSymlinks(%q) (fallback %v): %v, want ok %v", tc.dir, fallback, err, tc.ok)
+			}
+		}
+		noOpenat2.Store(old)
+	}
+}

@@ -1,0 +1,510 @@
+package tasks
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// The --shell script is read by a lexer that models a small part of the
+// shell language exactly: plain words, single quotes, double quotes with
+// backslash escapes, the operators ; & | && || ( ) and newlines, redirections,
+// comments at the start of a word and simple $name expansions. A placeholder
+// is only accepted where that model is certainly what sh reads: a lexer that
+// loses track of quoting puts a value where the shell splits and globs it.
+// Anything it cannot bound exactly ($( ), backquotes, ${ }, here-documents,
+// $' ', $" ", case, line continuations, [[ ]], (( )), $[ ]) "poisons" the rest
+// of the script: a placeholder inside or after it is refused (before it is
+// fine). Contexts where bash evaluates a value as code even when it is quoted
+// (arithmetic, the arguments of let and declare, array subscripts) are
+// refused too.
+
+const (
+	tokNone = iota // nothing yet
+	tokWord
+	tokOp // an operator, or a redirection waiting for its target
+)
+
+const (
+	cmdStart = iota // no command name yet: assignments, redirections, keywords
+	cmdArgs         // the command name seen: the words are its arguments
+)
+
+// shState is everything the lexer knows at a point of the script; it is
+// comparable, so -X can check that an argument repeated per path leaves the
+// lexer as it found it.
+type shState struct {
+	quote   byte   // 0, '\'' or '"': inside that quote
+	comment bool   // in a # comment, up to the newline
+	inWord  bool   // a word has begun (a quote counts)
+	word    string // its text so far with quotes removed; values and expansions not included
+	dyn     bool   // it holds an expansion or a value
+	cmd     int    // cmdStart or cmdArgs, for the current simple command
+	wrapper bool   // the command so far is builtin, command, exec: a name follows
+	redir   bool   // the next word is a redirection's target
+	refused string // why no value may be an argument of this simple command
+	poison  string // what the lexer could not bound; nothing after it is placed
+	last    int    // the last token's kind
+	lastOp  string // the last operator, for messages
+	lastW   string // the last word, for messages
+	werr    string // an error found at the end of a word
+}
+
+type shLexer struct{ shState }
+
+// Keywords after which the next word is still a command name (or nothing).
+var shKeepsCommand = map[string]bool{
+	"!": true, "{": true, "}": true, "if": true, "then": true, "else": true, "elif": true,
+	"fi": true, "do": true, "done": true, "while": true, "until": true, "time": true,
+	"coproc": true, "function": true,
+}
+
+// Commands whose arguments bash evaluates as code, or as variable names and
+// attributes (declare -i makes later assignments arithmetic): no value may be
+// one of their arguments.
+var shRefused = map[string]bool{
+	"let": true, "declare": true, "typeset": true, "local": true, "export": true,
+	"readonly": true, "eval": true, "trap": true, "alias": true,
+}
+
+// Commands whose first operand is itself a command name.
+var shWrappers = map[string]bool{"builtin": true, "command": true, "exec": true}
+
+func isNameStart(c byte) bool {
+	return c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+}
+
+func isNameChar(c byte) bool { return isNameStart(c) || '0' <= c && c <= '9' }
+
+// nameThen reports whether w starts with a shell name followed by one of the
+// bytes in then.
+func nameThen(w, then string) bool {
+	if w == "" || !isNameStart(w[0]) {
+		return false
+	}
+	i := 1
+	for i < len(w) && isNameChar(w[i]) {
+		i++
+	}
+	if i < len(w) && w[i] == '+' && strings.Contains(then, "=") && i+1 < len(w) && w[i+1] == '=' {
+		return true
+	}
+	return i < len(w) && strings.IndexByte(then, w[i]) >= 0
+}
+
+func (l *shLexer) setPoison(what string) {
+	if l.poison == "" {
+		l.poison = what
+	}
+}
+
+// op ends the current simple command.
+func (l *shLexer) op(desc string) {
+	l.cmd, l.wrapper, l.redir, l.refused = cmdStart, false, false, ""
+	l.last, l.lastOp = tokOp, desc
+}
+
+// endWord classifies the word just ended.
+func (l *shLexer) endWord() {
+	if !l.inWord {
+		return
+	}
+	w, dyn := l.word, l.dyn
+	l.inWord, l.word, l.dyn = false, "", false
+	l.last, l.lastW = tokWord, w
+	if l.redir {
+		l.redir = false
+		return
+	}
+	if !dyn {
+		switch w {
+		case "case", "esac", "[[", "]]":
+			l.setPoison(w)
+		case "alias":
+			// bash as sh expands aliases on the lines after.
+			l.setPoison("alias")
+		}
+		if shRefused[w] {
+			// Anywhere in the command, not just as its name: `x=1 let`,
+			// `builtin let`, `time let` run let too.
+			l.refused = w
+		}
+	}
+	option := strings.HasPrefix(w, "-") || strings.HasPrefix(w, "+")
+	if l.cmd != cmdStart {
+		if option && (l.refused == "declare" || l.refused == "typeset" || l.refused == "local") {
+			l.setPoison(l.refused + " " + w + " (an attribute such as -i makes assignments arithmetic)")
+		}
+		return
+	}
+	switch {
+	case nameThen(w, "="):
+		if strings.HasPrefix(w, "pbatch_") && l.werr == "" {
+			l.werr = fmt.Sprintf("--shell: the script assigns %s: names beginning pbatch_ hold the values and are reserved", w[:strings.IndexAny(w, "+=")])
+		}
+		return // an assignment: the command name is still to come
+	case !dyn && shKeepsCommand[w]:
+		return
+	case !dyn && l.wrapper && option:
+		return
+	case !dyn && shWrappers[w]:
+		l.wrapper = true
+		return
+	}
+	l.cmd = cmdArgs
+	if dyn {
+		l.refused = "a command whose name is an expansion"
+	}
+}
+
+// step takes the token at s[i:] and returns its length (which may reach past
+// the end of the current argument into the space after it).
+func (l *shLexer) step(s string, i int) int {
+	c := s[i]
+	var next byte
+	if i+1 < len(s) {
+		next = s[i+1]
+	}
+	if l.comment {
+		if c == '\n' {
+			l.comment = false
+			l.op("a newline")
+		}
+		return 1
+	}
+	switch l.quote {
+	case '\'':
+		if c == '\'' {
+			l.quote = 0
+		} else {
+			l.word += s[i : i+1]
+		}
+		return 1
+	case '"':
+		switch c {
+		case '"':
+			l.quote = 0
+			return 1
+		case '\\':
+			if next == '\n' {
+				l.setPoison("a line continuation (\\ and a newline)")
+				return 2
+			}
+			if next != 0 {
+				if strings.IndexByte("$`\"\\", next) >= 0 {
+					l.word += s[i+1 : i+2]
+				} else {
+					l.word += s[i : i+2]
+				}
+				return 2
+			}
+		case '`':
+			l.setPoison("`…`")
+			return 1
+		case '$':
+			return l.dollar(s, i, true)
+		}
+		l.word += s[i : i+1]
+		return 1
+	}
+	switch c {
+	case ' ', '\t':
+		l.endWord()
+		return 1
+	case '\n':
+		l.endWord()
+		l.op("a newline")
+		return 1
+	case ';', '&', '|':
+		l.endWord()
+		n := 1
+		if next == c || (c == ';' || c == '|') && next == '&' {
+			n = 2
+		}
+		if s[i:i+n] == ";;" || s[i:i+n] == ";&" {
+			l.setPoison("case")
+		}
+		l.op("'" + s[i:i+n] + "'")
+		return n
+	case '(', ')':
+		switch {
+		case c == '(' && next == '(':
+			l.setPoison("((…))")
+		case c == '(' && l.inWord && strings.IndexByte("@!+*?", s[i-1]) >= 0:
+			l.setPoison("an extended pattern (" + s[i-1:i+1] + "…)")
+		}
+		l.endWord()
+		l.op("'" + s[i:i+1] + "'")
+		return 1
+	case '<', '>':
+		if l.inWord && !l.dyn && !l.redir && (allDigits(l.word) || braceName(l.word)) {
+			// 2>, {fd}>: the word is the redirection's descriptor, not
+			// a command name or an argument.
+			l.inWord, l.word = false, ""
+		} else {
+			l.endWord()
+		}
+		if c == '<' && next == '<' {
+			l.setPoison("<< (a here-document)")
+			return 2
+		}
+		if next == '(' {
+			l.setPoison(s[i:i+2] + "…) (a process substitution)")
+			return 2
+		}
+		n := 1
+		if c == '>' && strings.IndexByte(">&|", next) >= 0 && next != 0 || c == '<' && strings.IndexByte("&>", next) >= 0 && next != 0 {
+			n = 2
+		}
+		l.redir, l.last, l.lastOp = true, tokOp, "'"+s[i:i+n]+"'"
+		return n
+	case '\'', '"':
+		l.quote, l.inWord = c, true
+		return 1
+	case '\\':
+		switch next {
+		case 0:
+			l.setPoison("a trailing \\")
+			return 1
+		case '\n':
+			l.setPoison("a line continuation (\\ and a newline)")
+			return 2
+		}
+		l.inWord = true
+		l.word += s[i+1 : i+2]
+		return 2
+	case '`':
+		l.setPoison("`…`")
+		l.inWord = true
+		return 1
+	case '$':
+		l.inWord = true
+		return l.dollar(s, i, false)
+	case '#':
+		if !l.inWord {
+			l.comment = true
+			return 1
+		}
+	}
+	l.inWord = true
+	l.word += s[i : i+1]
+	return 1
+}
+
+// dollar takes a $ and what it expands.
+func (l *shLexer) dollar(s string, i int, inDouble bool) int {
+	var next byte
+	if i+1 < len(s) {
+		next = s[i+1]
+	}
+	switch {
+	case next == '(' && i+2 < len(s) && s[i+2] == '(':
+		l.setPoison("$((…))")
+		return 3
+	case next == '(':
+		l.setPoison("$(…)")
+		return 2
+	case next == '{':
+		l.setPoison("${…}")
+		return 2
+	case next == '[':
+		l.setPoison("$[…]")
+		return 2
+	case !inDouble && next == '\'':
+		l.setPoison("$'…'")
+		return 2
+	case !inDouble && next == '"':
+		l.setPoison(`$"…"`)
+		return 2
+	case isNameStart(next):
+		j := i + 2
+		for j < len(s) && isNameChar(s[j]) {
+			j++
+		}
+		l.dyn = true
+		return j - i
+	case next != 0 && strings.IndexByte("0123456789@*#?-$!", next) >= 0:
+		l.dyn = true
+		return 2
+	}
+	l.word += "$"
+	return 1
+}
+
+func allDigits(w string) bool {
+	for i := range len(w) {
+		if w[i] < '0' || w[i] > '9' {
+			return false
+		}
+	}
+	return w != ""
+}
+
+func braceName(w string) bool {
+	return len(w) > 2 && w[0] == '{' && w[len(w)-1] == '}' && nameThen(w[1:], "}") && strings.IndexByte(w[1:], '}') == len(w)-2
+}
+
+// place decides how placeholder k is placed at the lexer's state: its
+// guard, and whether its reference needs quotes (not inside double quotes).
+func (l *shLexer) place(k int) (guard int, quoted bool, err error) {
+	ph := placeholders[k]
+	switch {
+	case l.poison != "":
+		return 0, false, fmt.Errorf("--shell: %s after %s: pbatch places values only where it can tell exactly how sh reads the script, and cannot past that; assign it to a variable first: f=%s; … \"$f\"",
+			ph, l.poison, ph)
+	case l.quote == '\'':
+		return 0, false, fmt.Errorf("--shell: %s inside single quotes would not be replaced by its value; write \"%s\" or %s (values are passed to sh as quoted parameters)", ph, ph, ph)
+	case l.refused != "":
+		return 0, false, fmt.Errorf("--shell: %s as an argument of %s could be evaluated as code; refused (assign it to a variable first: f=%s, and mind what %s does with \"$f\")", ph, l.refused, ph, l.refused)
+	case nameThen(l.word, "["):
+		return 0, false, fmt.Errorf("--shell: %s inside an array subscript would be evaluated as an arithmetic expression; refused", ph)
+	}
+	start := l.word == "" && !l.dyn
+	guard = guardNone
+	switch {
+	case l.cmd == cmdStart && !l.redir && !nameThen(l.word, "="):
+		switch {
+		case start:
+			guard = guardCommand
+		case !strings.Contains(l.word, "/"):
+			return 0, false, fmt.Errorf("--shell: %s inside a command name after %q could make it a builtin (let, eval); refused: begin the name with a path (./)", ph, l.word)
+		}
+	case start:
+		guard = guardDashed
+	}
+	l.inWord, l.dyn = true, true
+	return guard, l.quote != '"', nil
+}
+
+// shellTemplates reads the --shell script (the arguments joined with spaces)
+// and turns each placeholder into a reference to the variable that holds its
+// value (see shellCommand). Without a placeholder the paths are appended as
+// "$@", which is only right where the script ends in the arguments of a
+// command. With -X an argument holding a placeholder is repeated per path, so
+// it must leave the lexer in the state it found it in.
+func shellTemplates(argv []string, batch bool, slotOf func(slot) int) ([]argTemplate, error) {
+	script := strings.Join(argv, " ")
+	l := &shLexer{}
+	ts := make([]argTemplate, len(argv))
+	places := false
+	pos, st := 0, 0
+	for n, a := range argv {
+		if n > 0 {
+			// The space between arguments, unless the last token took it.
+			if sep := st - 1; pos <= sep {
+				pos = sep + l.step(script, sep)
+			}
+		}
+		en := st + len(a)
+		before := l.shState
+		t := &ts[n]
+		var lit strings.Builder
+		for pos < en {
+			i := pos - st
+			if k := placeholderAt(a, i); k >= 0 && (!l.comment || l.poison != "") {
+				guard, quoted, err := l.place(k)
+				if err != nil {
+					return nil, err
+				}
+				if lit.Len() > 0 {
+					t.pieces = append(t.pieces, piece{lit: lit.String(), slot: -1})
+					lit.Reset()
+				}
+				t.pieces = append(t.pieces, piece{slot: slotOf(slot{k, guard}), quoted: quoted})
+				t.places, places = true, true
+				pos += len(placeholders[k])
+				continue
+			}
+			w := l.step(script, pos)
+			lit.WriteString(script[pos:min(pos+w, en)])
+			pos += w
+		}
+		if l.werr != "" {
+			return nil, fmt.Errorf("%s", l.werr)
+		}
+		if lit.Len() > 0 || len(t.pieces) == 0 {
+			t.pieces = append(t.pieces, piece{lit: lit.String(), slot: -1})
+		}
+		st = en + 1
+		if batch && t.places {
+			after := *l
+			if pos == en {
+				after.step(" ", 0)
+			}
+			// The last token is only for the end of a script without
+			// placeholders, and for messages.
+			after.last, after.lastOp, after.lastW = before.last, before.lastOp, before.lastW
+			if after.shState != before {
+				return nil, fmt.Errorf("--shell -X: argument %q is repeated for each path, so it must end as it begins: quotes closed, in the same command, with no $( ), backquotes, ${ }, << or case in it", a)
+			}
+		}
+	}
+	end := *l
+	end.step(" ", 0)
+	if end.werr != "" {
+		return nil, fmt.Errorf("%s", end.werr)
+	}
+	if places {
+		return ts, nil
+	}
+	// "$@" is appended: it must land in a command's arguments.
+	fix := ": put {} where the paths go"
+	switch {
+	case end.poison != "":
+		return nil, fmt.Errorf("--shell: the script has no placeholder, and pbatch cannot tell where it ends after %s%s", end.poison, fix)
+	case end.quote != 0:
+		return nil, fmt.Errorf("--shell script ends inside %c quotes%s", end.quote, fix)
+	case end.comment:
+		return nil, fmt.Errorf("--shell script ends with a comment%s", fix)
+	case end.last == tokOp:
+		return nil, fmt.Errorf("--shell script ends with %s%s", end.lastOp, fix)
+	case end.last != tokWord || end.cmd != cmdArgs:
+		return nil, fmt.Errorf("--shell script ends with %q, not in a command's arguments%s", end.lastW, fix)
+	case end.refused != "":
+		return nil, fmt.Errorf("--shell: the paths would be arguments of %s, which could evaluate them as code; refused", end.refused)
+	}
+	return ts, nil
+}
+
+// The variables that hold the values: `pbatch_N=${N}` for each positional
+// parameter, on the script's first line. Assignments are not split or
+// globbed, and unlike $N they keep their values through set --, shift and
+// function calls.
+const varPrefix = "pbatch_"
+
+// assignLen is the length of the assignment of value n, with the space or
+// newline after it.
+func assignLen(n int) int {
+	return len(varPrefix) + 2*len(strconv.Itoa(n)) + len("=${}") + 1
+}
+
+func appendAssign(b []byte, n int) []byte {
+	b = append(b, varPrefix...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	b = append(b, "=${"...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	return append(b, '}')
+}
+
+// refLen is the length of the reference to value n.
+func refLen(n int, quoted bool) int {
+	l := len("${}") + len(varPrefix) + len(strconv.Itoa(n))
+	if quoted {
+		l += 2
+	}
+	return l
+}
+
+func appendRef(b []byte, n int, quoted bool) []byte {
+	if quoted {
+		b = append(b, '"')
+	}
+	b = append(b, "${"...)
+	b = append(b, varPrefix...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	b = append(b, '}')
+	if quoted {
+		b = append(b, '"')
+	}
+	return b
+}
