@@ -71,7 +71,7 @@ func (t *Chmod) run(e *walker.Entry, r *Result) bool {
 		return false
 	}
 	defer unix.Close(fd)
-	if skipMetaType(&st, r) {
+	if skipMetaType(&st, r) || unselected(t.opt.Select, &st, r) {
 		return false
 	}
 	dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
@@ -119,7 +119,7 @@ func (t *Chmod) fast(e *walker.Entry, r *Result) bool {
 	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG ||
-		!t.opt.AllowHardlinks && st.Nlink > 1 {
+		!t.opt.AllowHardlinks && st.Nlink > 1 || t.opt.Select != nil && !t.opt.Select(&st) {
 		return false
 	}
 	old := st.Mode & modeBits
