@@ -89,6 +89,9 @@ type engineOpts struct {
 	source    func(ctx context.Context, batchSize func() int, out chan<- []walker.Entry) error
 	noSummary bool // the formatter prints its own (check)
 	noDiag    bool // the formatter prints every diagnostic itself (check)
+	// sel is the selection, made once: the walk and the tasks' own checks
+	// of what they open must judge by the same instant (--older-than 1d).
+	sel *selection
 }
 
 func engineFlags(o *engineOpts) []cli.Flag {
@@ -170,8 +173,12 @@ func processFlags(o *engineOpts) []cli.Flag {
 // called when the run is over: it flushes and closes the cache, pruning it
 // first when that is due and the run was complete.
 func (o *engineOpts) readOpts(ctx context.Context, cmd string, roots []string, stderr io.Writer) (ro tasks.ReadOptions, done func(), err error) {
-	ro = tasks.ReadOptions{Follow: o.follow}
 	done = func() {}
+	sel, err := o.selection(cmd)
+	if err != nil {
+		return ro, done, err
+	}
+	ro = tasks.ReadOptions{Follow: o.follow, Select: sel.match()}
 	if o.cache != "" {
 		ro, done, err = o.openCache(ctx, cmd, roots, ro, stderr)
 		if err != nil {
@@ -530,7 +537,11 @@ EXAMPLES:
 					dirs = files
 					paths = paths[1:]
 				}
-				t := tasks.NewChmod(files, dirs, tasks.MetaOptions{DryRun: chmod.dryRun, AllowHardlinks: chmod.allowHardlinks})
+				sel, err := chmod.selection("chmod")
+				if err != nil {
+					return err
+				}
+				t := tasks.NewChmod(files, dirs, tasks.MetaOptions{DryRun: chmod.dryRun, AllowHardlinks: chmod.allowHardlinks, Select: sel.match()})
 				return runEngine(c.Context, "chmod", paths, &chmod.engineOpts, t, &metaFormat{json: chmod.format == "json", null: chmod.null}, stdin, stdout, stderr)
 			},
 		},
@@ -577,7 +588,11 @@ EXAMPLES:
 				}
 				// With -h a PATH that is a symlink is changed itself, not walked into.
 				chown.noFollowRoots = chown.noDeref
-				t := tasks.NewChown(to, from, chown.noDeref, tasks.MetaOptions{DryRun: chown.dryRun, AllowHardlinks: chown.allowHardlinks})
+				sel, err := chown.selection("chown")
+				if err != nil {
+					return err
+				}
+				t := tasks.NewChown(to, from, chown.noDeref, tasks.MetaOptions{DryRun: chown.dryRun, AllowHardlinks: chown.allowHardlinks, Select: sel.match()})
 				return runEngine(c.Context, "chown", c.Args().Tail(), &chown.engineOpts, t, &metaFormat{owner: true, json: chown.format == "json", null: chown.null}, stdin, stdout, stderr)
 			},
 		},

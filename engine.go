@@ -115,6 +115,7 @@ func runEngine(parent context.Context, cmd string, paths []string, o *engineOpts
 		NoFollowRoots: o.noFollowRoots,
 		Types:         sel.types,
 		Stat:          sel.stat,
+		NoAtime:       sel.stat != nil && o.timeField == "atime",
 		Keep:          sel.keep,
 		Named:         named(paths),
 		Stdin:         slices.Contains(paths, "-"),

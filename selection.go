@@ -23,7 +23,37 @@ var allowedTypes = map[string]string{
 	"hash": "f", "audit": "f", "exec": "f", "list": "fdl", "chmod": "fd", "chown": "fdl",
 }
 
+// selection returns the selection of o, made on the first call: the tasks'
+// options and the walk get the same one.
 func (o *engineOpts) selection(cmd string) (selection, error) {
+	if o.sel != nil {
+		return *o.sel, nil
+	}
+	sel, err := o.makeSelection(cmd)
+	if err == nil {
+		o.sel = &sel
+	}
+	return sel, err
+}
+
+// match is the selection by metadata (--type and the stat tests) as one
+// predicate on a stat, nil when there is none. The walk judges each entry by
+// what it listed; a task judges again by the fstat of what it opened, which
+// is what it acts on: a name may hold another inode by then (rule 19).
+func (s selection) match() func(st *unix.Stat_t) bool {
+	types, stat := s.types, s.stat
+	if types == 0 {
+		return stat
+	}
+	return func(st *unix.Stat_t) bool {
+		if types&(1<<walker.TypeOfMode(st.Mode)) == 0 {
+			return false
+		}
+		return stat == nil || stat(st)
+	}
+}
+
+func (o *engineOpts) makeSelection(cmd string) (selection, error) {
 	var sel selection
 	if o.types != "" {
 		for _, t := range strings.Split(o.types, ",") {

@@ -2,8 +2,6 @@ package tasks
 
 import (
 	"context"
-	"sync"
-	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -17,10 +15,6 @@ type Chmod struct {
 	files, dirs *Mode // nil leaves that type alone
 	umask       uint32
 	opt         MetaOptions
-
-	noFast     atomic.Bool // fchmodat2 is missing: always use descriptors
-	fixedOnce  sync.Once
-	filesFixed bool // files' mode does not depend on the old one (fixedMode)
 }
 
 // NewChmod returns the chmod task: files applies to regular files and dirs to
@@ -34,11 +28,22 @@ func NewChmod(files, dirs *Mode, opt MetaOptions) *Chmod {
 	return &Chmod{files: files, dirs: dirs, umask: uint32(umask), opt: opt}
 }
 
-func (t *Chmod) NewWorker() Worker { return chmodWorker{t} }
+func (t *Chmod) NewWorker() Worker { return &chmodWorker{t: t} }
 
-type chmodWorker struct{ t *Chmod }
+type chmodWorker struct {
+	t *Chmod
+	// direct skips the fast path's fstatat for the next regular file: the
+	// last one needed a change, so this one likely does too, and the
+	// descriptor path would stat it again.
+	direct bool
+}
 
-func (w chmodWorker) Run(ctx context.Context, e *walker.Entry, r *Result) { w.t.run(e, r) }
+func (w *chmodWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
+	if !w.direct && w.t.fast(e, r) {
+		return
+	}
+	w.direct = w.t.run(e, r) && e.Type == walker.File
+}
 
 // PostOrder reports whether the walk must hand over each directory after
 // everything below it is done: taking the owner's read or search permission
@@ -57,17 +62,17 @@ func (t *Chmod) PostOrder() bool {
 	return false
 }
 
-func (t *Chmod) run(e *walker.Entry, r *Result) {
-	if t.fast(e, r) {
-		return
-	}
+// run examines e through an O_PATH descriptor and changes the mode of that
+// inode only, by the rule for its type as fstat gives it. It reports whether
+// the mode had to change.
+func (t *Chmod) run(e *walker.Entry, r *Result) bool {
 	fd, st, ok := openMeta(e, r, true)
 	if !ok {
-		return
+		return false
 	}
 	defer unix.Close(fd)
-	if skipMetaType(&st, r) {
-		return
+	if skipMetaType(&st, r) || unselected(t.opt.Select, &st, r) {
+		return false
 	}
 	dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 	m := t.files
@@ -77,57 +82,35 @@ func (t *Chmod) run(e *walker.Entry, r *Result) {
 	old := st.Mode & modeBits
 	r.Old[0], r.New[0] = old, old
 	if m == nil {
-		return // OK, unchanged: not asked to touch this type
+		return false // OK, unchanged: not asked to touch this type
 	}
 	if !t.opt.AllowHardlinks && isHardlinked(&st) {
 		r.Status, r.Err = Skipped, errHardlink
-		return
+		return false
 	}
 	mode := m.Apply(old, dir, t.umask)
 	r.Old[0], r.New[0] = old, mode
 	if mode == old {
-		return // no write: ctime stays as it is
+		return false // no write: ctime stays as it is
 	}
 	r.Modified = true
 	if t.opt.DryRun {
-		return
+		return true
 	}
 	if err := chmodFd(fd, mode); err != nil {
 		r.Status, r.Err = Failed, err
 	}
-}
-
-func (t *Chmod) fixedFiles() bool {
-	t.fixedOnce.Do(func() { t.filesFixed = t.files != nil && fixedMode(t.files, t.umask) })
-	return t.filesFixed
-}
-
-// fixedMode reports whether m gives every regular file the same bits whatever
-// it had (0644, u=rw,go=r). Only then may the fast path change a name it
-// examined a moment before (rule 19): a file renamed over that name meanwhile
-// gets exactly what it would get where it was, while a relative mode (g+w)
-// would give it bits computed from another file's (0644 made 0664 for a file
-// that was 0600 and should become 0620).
-func fixedMode(m *Mode, umask uint32) bool {
-	want := m.Apply(0, false, umask)
-	for old := uint32(1); old <= modeBits; old++ {
-		if m.Apply(old, false, umask) != want {
-			return false
-		}
-	}
 	return true
 }
 
-// fast handles a file listed from a directory that is still open with one
-// fstatat and, only if the mode differs, one fchmodat2(AT_SYMLINK_NOFOLLOW) — as
-// chmod -R does, but never through a symlink. A name swapped meanwhile for
-// another inode gets the mode meant for the one examined: so this path is
-// taken only for a mode that does not depend on the old one (fixedMode), and
-// only where hard links are allowed (fs.protected_hardlinks=1, or
-// --allow-hardlinks), as the swapped-in file may be one. It reports false when
-// the slower descriptor path must decide.
+// fast settles, with one fstatat relative to the directory the file was
+// listed from, a regular file whose mode is already right: nothing to write.
+// It never changes anything: the name may hold another inode (a directory,
+// another user's file) by the time a change by name would land, so every
+// change goes through the descriptor path, which acts on the inode it
+// examined. It reports false when that path must decide.
 func (t *Chmod) fast(e *walker.Entry, r *Result) bool {
-	if !t.opt.AllowHardlinks || t.noFast.Load() || e.Err != nil || e.Type != walker.File || !t.fixedFiles() {
+	if e.Err != nil || e.Type != walker.File || t.files == nil {
 		return false
 	}
 	dirfd, name, ok := e.AtBase()
@@ -135,29 +118,14 @@ func (t *Chmod) fast(e *walker.Entry, r *Result) bool {
 		return false
 	}
 	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG ||
+		!t.opt.AllowHardlinks && st.Nlink > 1 || t.opt.Select != nil && !t.opt.Select(&st) {
 		return false
 	}
 	old := st.Mode & modeBits
-	mode := t.files.Apply(old, false, t.umask)
-	r.Old[0], r.New[0] = old, mode
-	if mode == old {
-		return true
-	}
-	r.Modified = true
-	if t.opt.DryRun {
-		return true
-	}
-	if err := fchmodat2(dirfd, name, mode, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		// No fchmodat2 (ENOSYS before Linux 6.6; EPERM under a seccomp filter
-		// that does not know it), the name became a symlink (EOPNOTSUPP) or
-		// vanished, or a refusal: the descriptor path decides and reports,
-		// now and, without fchmodat2, for the rest of the run.
-		if err == unix.ENOSYS {
-			t.noFast.Store(true)
-		}
-		r.Modified = false
+	if t.files.Apply(old, false, t.umask) != old {
 		return false
 	}
+	r.Old[0], r.New[0] = old, old
 	return true
 }

@@ -387,36 +387,34 @@ func TestChmodFchmodat2Fallbacks(t *testing.T) {
 					t.Errorf("%q: status %v, err %v", rel, r.Status, r.Err)
 				}
 			}
-			if noFchmodat2.Load() != tc.latched || task.noFast.Load() != tc.latched {
-				t.Errorf("latched: descriptors %v, fast path %v; want %v", noFchmodat2.Load(), task.noFast.Load(), tc.latched)
+			if noFchmodat2.Load() != tc.latched {
+				t.Errorf("latched %v, want %v", noFchmodat2.Load(), tc.latched)
 			}
-			// Latched, fchmodat2 is asked twice (the first file's fast path,
-			// then its descriptor); otherwise by each file's fast path and
-			// again on its descriptor, and on the directory's.
-			if want := map[bool]int64{true: 2, false: 7}[tc.latched]; calls.Load() != want {
+			// Latched, fchmodat2 is asked once (the first change); otherwise
+			// once for each change, on its descriptor: three files and the
+			// directory.
+			if want := map[bool]int64{true: 1, false: 4}[tc.latched]; calls.Load() != want {
 				t.Errorf("fchmodat2 asked %d times, want %d", calls.Load(), want)
 			}
 		})
 	}
 }
 
-// TestChmodFastPathSwap: a file renamed over the name between the fast
-// path's fstatat and its fchmodat2 (played by a fchmodat2 that does the
-// rename first) must not get bits computed from the file examined (rule 19).
-// A relative mode (g+w) takes the descriptor path: the examined file gets
-// 0664 and the other keeps 0600 (no race left to play). An absolute mode
-// (0640) keeps the fast path: what a swapped-in file gets is then what it
-// would get in its own place.
+// TestChmodFastPathSwap: a file renamed over the name while a change is
+// under way (played by a fchmodat2 that does the rename first) never gets
+// bits computed from the file examined, nor any change at all (rule 19):
+// every change goes through the descriptor of the inode examined, for an
+// absolute mode too. Before, an absolute mode (0640) was set by name, and the
+// file renamed over the name got it.
 func TestChmodFastPathSwap(t *testing.T) {
 	real := fchmodat2
 	defer func() { fchmodat2 = real }()
 	for _, tc := range []struct {
 		mode         string
-		wantA, wantB uint32 // a: examined, b: renamed over a's name if the fast path acts
-		fast         bool
+		wantA, wantB uint32 // a: examined; b: renamed over a's name during the change
 	}{
-		{"g+w", 0o664, 0o600, false},
-		{"0640", 0o644, 0o640, true}, // a left before the change
+		{"g+w", 0o664, 0o600},
+		{"0640", 0o640, 0o600},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			root := t.TempDir()
@@ -427,9 +425,12 @@ func TestChmodFastPathSwap(t *testing.T) {
 			os.WriteFile(b, []byte("b"), 0o600)
 			os.Chmod(a, 0o644)
 			os.Chmod(b, 0o600)
-			var byName atomic.Int64
+			var calls, byName atomic.Int64
 			fchmodat2 = func(dirfd int, path string, mode uint32, flags int) error {
-				if path != "" && byName.Add(1) == 1 {
+				if path != "" {
+					byName.Add(1)
+				}
+				if calls.Add(1) == 1 {
 					// The race: a moves away, b takes its name.
 					if err := os.Rename(a, aside); err != nil {
 						t.Fatal(err)
@@ -442,18 +443,71 @@ func TestChmodFastPathSwap(t *testing.T) {
 			}
 			task := &Chmod{files: mustMode(t, tc.mode), umask: 0o022, opt: MetaOptions{AllowHardlinks: true}}
 			runMeta(t, task, root)
-			if (byName.Load() > 0) != tc.fast {
-				t.Errorf("fchmodat2 by name %d times; fast path wanted: %v", byName.Load(), tc.fast)
+			if calls.Load() != 1 || byName.Load() != 0 {
+				t.Errorf("fchmodat2 asked %d times, %d by name; want once, on a descriptor", calls.Load(), byName.Load())
 			}
-			pa, pb := a, b
-			if byName.Load() > 0 {
-				pa, pb = aside, a
-			}
-			if got := mode(t, pa); got != tc.wantA {
+			if got := mode(t, aside); got != tc.wantA {
 				t.Errorf("examined file: mode %04o, want %04o", got, tc.wantA)
 			}
-			if got := mode(t, pb); got != tc.wantB {
-				t.Errorf("other file: mode %04o, want %04o (bits computed from the other file's mode?)", got, tc.wantB)
+			if got := mode(t, a); got != tc.wantB {
+				t.Errorf("file renamed over its name: mode %04o, want %04o", got, tc.wantB)
+			}
+		})
+	}
+}
+
+// TestChmodDirectorySwappedForFile: a directory swapped into a file's name
+// between the look at the name and the change (renameat2 RENAME_EXCHANGE
+// from outside the tree, played inside the first fchmodat2) keeps its mode
+// and its setgid bit; the file examined gets the files' mode. Before, the
+// fast path looked with fstatat and changed by name: the directory got 0777
+// without setgid.
+func TestChmodDirectorySwappedForFile(t *testing.T) {
+	real := fchmodat2
+	defer func() { fchmodat2 = real }()
+	for _, tc := range []struct {
+		name        string
+		files, dirs string
+	}{
+		{"files only", "0777", ""},
+		{"files and dirs", "0777", "0777"},
+		{"relative", "a+rwx", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root, other := t.TempDir(), t.TempDir()
+			os.Chmod(root, 0o777) // as the dirs' mode wants: only f changes
+			f, d := filepath.Join(root, "f"), filepath.Join(other, "d")
+			os.WriteFile(f, []byte("f"), 0o600)
+			os.Chmod(f, 0o600)
+			os.Mkdir(d, 0o700)
+			if err := unix.Chmod(d, 0o2750); err != nil {
+				t.Fatal(err)
+			}
+			var calls atomic.Int64
+			fchmodat2 = func(dirfd int, path string, mode uint32, flags int) error {
+				if calls.Add(1) == 1 {
+					if err := unix.Renameat2(unix.AT_FDCWD, f, unix.AT_FDCWD, d, unix.RENAME_EXCHANGE); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return real(dirfd, path, mode, flags)
+			}
+			task := &Chmod{files: mustMode(t, tc.files), umask: 0o022, opt: MetaOptions{AllowHardlinks: true}}
+			if tc.dirs != "" {
+				task.dirs = mustMode(t, tc.dirs)
+			}
+			res := runMeta(t, task, root)
+			if calls.Load() == 0 {
+				t.Fatal("no change was made")
+			}
+			if got := mode(t, f); got != 0o2750 {
+				t.Errorf("directory swapped in: mode %04o, want 02750 (changed by name?)", got)
+			}
+			if got := mode(t, d); got != 0o777 {
+				t.Errorf("file examined: mode %04o, want 0777", got)
+			}
+			if r := res["f"]; r.Status != OK || !r.Modified || r.Old[0] != 0o600 || r.New[0] != 0o777 {
+				t.Errorf("result %v %v %04o -> %04o; want ok 0600 -> 0777", r.Status, r.Err, r.Old[0], r.New[0])
 			}
 		})
 	}

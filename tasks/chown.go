@@ -124,6 +124,9 @@ func (t *Chown) Run(_ context.Context, e *walker.Entry, r *Result) {
 	if !(t.noDeref && st.Mode&unix.S_IFMT == unix.S_IFLNK) && skipMetaType(&st, r) {
 		return
 	}
+	if unselected(t.opt.Select, &st, r) {
+		return
+	}
 	if !t.opt.AllowHardlinks && isHardlinked(&st) {
 		r.Status, r.Err = Skipped, errHardlink
 		return

@@ -242,6 +242,11 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 		r.Status, r.Err = Skipped, skipReason(typeOf(before.Mode))
 		return
 	}
+	// What is compressed and, with --rm, removed is this inode, not the
+	// one the walk selected under its name.
+	if unselected(t.opt.Read.Select, &before, r) {
+		return
+	}
 	r.Mtime = before.Mtim
 	if t.opt.Remove && before.Nlink > 1 {
 		r.Status, r.Err = Skipped, errHardlinkRm

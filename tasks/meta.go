@@ -16,6 +16,9 @@ import (
 type MetaOptions struct {
 	DryRun         bool // report what would change, change nothing
 	AllowHardlinks bool // change regular files with more than one link
+	// Select, when set, is the run's selection, asked again with the fstat
+	// of the descriptor the change goes through (see ReadOptions.Select).
+	Select func(st *unix.Stat_t) bool
 }
 
 // protectedHardlinks reports whether the kernel stops users from linking files
@@ -53,6 +56,21 @@ func openMeta(e *walker.Entry, r *Result, followRoot bool) (fd int, st unix.Stat
 		return -1, st, false
 	}
 	return fd, st, true
+}
+
+// errUnselected is the reason an entry is left alone when what its name holds
+// by the time it is opened no longer matches the selection the walk applied:
+// replaced by another file, or changed (grown past --max-size, written to).
+var errUnselected = skipError("skipped: changed since it was selected: left alone")
+
+// unselected applies sel to st, the fstat of what is about to be read or
+// changed, and fills in r when it no longer matches.
+func unselected(sel func(*unix.Stat_t) bool, st *unix.Stat_t, r *Result) bool {
+	if sel == nil || sel(st) {
+		return false
+	}
+	r.Status, r.Err = Skipped, errUnselected
+	return true
 }
 
 // noFchmodat2 is set once the kernel answered ENOSYS: before Linux 6.6.

@@ -29,6 +29,10 @@ type ReadOptions struct {
 	Limit  *rate.Limiter // --bwlimit: bytes per second, all workers together
 	Cache  *cache.DB     // --cache: digests of files whose metadata did not change
 	Cwd    string        // to make cache keys absolute
+	// Select, when set, is the run's selection (--type, --older-than,
+	// --min-size...) asked again with the fstat of what was opened: the walk
+	// judged what the name held when listed.
+	Select func(st *unix.Stat_t) bool
 }
 
 // ReadBufSize is the size of each worker's read buffer: the most one read returns.
@@ -82,6 +86,9 @@ func (rd *reader) read(ctx context.Context, e *walker.Entry, w io.Writer, r *Res
 		// The entry was swapped for something else after it was listed, or a PATH
 		// argument names a FIFO, socket or device: never read those.
 		r.Status, r.Err = Skipped, skipReason(typeOf(before.Mode))
+		return false
+	}
+	if unselected(rd.Select, before, r) {
 		return false
 	}
 	r.Mtime = before.Mtim
@@ -144,7 +151,8 @@ func (rd *reader) digest(ctx context.Context, e *walker.Entry, alg string, h has
 	if rd.cr != nil && e.Err == nil && e.Type == walker.File {
 		rd.key = e.AppendAbsPath(cache.AppendKey(rd.key[:0], alg, ""), rd.Cwd)
 		cached = true
-		if st, err := e.Stat(rd.Follow || e.Rel == ""); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		if st, err := e.Stat(rd.Follow || e.Rel == ""); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG &&
+			(rd.Select == nil || rd.Select(&st)) {
 			if d, ok := rd.cr.Get(rd.key, cache.MetaOf(&st), r.Sum[:0]); ok {
 				r.SumLen = uint8(len(d))
 				r.Size, r.Mtime = st.Size, st.Mtim

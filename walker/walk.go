@@ -52,6 +52,10 @@ type Options struct {
 	// Dirs, each directory's) and drops the entry when it returns false: age and
 	// size selection. It costs one fstatat per entry. It must not keep st.
 	Stat func(st *unix.Stat_t) bool
+	// NoAtime reads directories without setting their access time, where
+	// the kernel allows it (owner or CAP_FOWNER): a selection by atime that
+	// a task checks again on what it opens would see the walk's own read.
+	NoAtime bool
 	// Keep, when set, drops a non-directory entry when it returns false
 	// (sharding by path). It must not keep e or its Rel.
 	Keep func(e *Entry) bool
@@ -538,6 +542,7 @@ func (w *walk) feed(path string, named int, em *emitter) {
 		return unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	})
 	if err == nil {
+		w.noAtime(fd)
 		err = unix.Fstat(fd, &st)
 	}
 	if err != nil {
@@ -720,6 +725,7 @@ func (w *walk) readDir(j dirJob, em *emitter, scratch []byte) {
 			em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: openErr(err, w.opt.Follow)})
 			return
 		}
+		w.noAtime(fd)
 		select {
 		case w.dirSem <- struct{}{}:
 			dh = &dirHandle{fd: fd, sem: w.dirSem}
@@ -996,6 +1002,18 @@ func (w *walk) selected(e *Entry, dirfd int, name string, st *unix.Stat_t) bool 
 	}
 	return true
 }
+
+// noAtime sets O_NOATIME on a directory about to be read, if asked to; where
+// the kernel refuses (EPERM: neither owner nor CAP_FOWNER) the read sets the
+// access time, as any other would.
+func (w *walk) noAtime(fd int) {
+	if w.opt.NoAtime {
+		unix.FcntlInt(uintptr(fd), unix.F_SETFL, unix.O_NOATIME)
+	}
+}
+
+// TypeOfMode is the Type of a stat's st_mode.
+func TypeOfMode(m uint32) Type { return typeOfMode(m) }
 
 func typeOfMode(m uint32) Type {
 	switch m & unix.S_IFMT {
