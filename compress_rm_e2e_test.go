@@ -1,0 +1,195 @@
+package main
+
+// End-to-end tests of what compress and decompress may take as input and
+// replace: never an output of the same run, never (decompress) a compressed
+// file, never in a sticky directory a file the input's owner could not
+// replace.
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// TestDecompressOwnOutputs: a run never takes an output it published as an
+// input, and decompress --force never replaces a file decompress takes as
+// input. Before, `decompress --force --rm -w 1 a.gz.gz a.gz` replaced a.gz
+// (an input, PRECIOUS) with a.gz.gz's output and then decompressed and
+// removed that: only OTHER was left. And a walk listing a directory in
+// pieces met outputs (x.gz from x.gz.gz) published after the walk began and
+// decompressed them again (about 600 of 2000 on ext4).
+func TestDecompressOwnOutputs(t *testing.T) {
+	czNeed(t, "gzip")
+	precious, other := []byte("PRECIOUS\n"), []byte("OTHER\n")
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"force-rm", []string{"--force", "--rm", "-w", "1", "a.gz.gz", "a.gz"}},
+		{"force", []string{"--force", "-w", "1", "a.gz.gz", "a.gz"}},
+		{"no-force", []string{"--rm", "-w", "1", "a.gz.gz", "a.gz"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := fastTempDir(t)
+			czWrite(t, filepath.Join(dir, "a.gz"), czGzipBytes(t, precious), 0o644)
+			twice := czGzipBytes(t, czGzipBytes(t, other))
+			czWrite(t, filepath.Join(dir, "a.gz.gz"), twice, 0o644)
+			_, stderr := czMust(t, 1, dir, append([]string{"decompress", "-q"}, c.args...)...)
+			if got := czRead(t, filepath.Join(dir, "a")); !bytes.Equal(got, precious) {
+				t.Errorf("a = %q, want %q", got, precious)
+			}
+			if got := czRead(t, filepath.Join(dir, "a.gz.gz")); !bytes.Equal(got, twice) {
+				t.Errorf("a.gz.gz, not published, was changed")
+			}
+			if want := "pbatch: a.gz.gz: output a.gz exists and is itself compressed (.gz, .tgz or .zst): kept, --force never replaces such a file\n"; !strings.Contains(stderr, want) {
+				t.Errorf("stderr lacks %q:\n%s", want, stderr)
+			}
+			czNoTemps(t, dir)
+		})
+	}
+
+	t.Run("walk", func(t *testing.T) {
+		// ext4, not tmpfs: its hashed order puts some new entries after the
+		// walk's place in a directory it reads in several pieces (long names
+		// make many pieces of few files).
+		dir := t.TempDir()
+		long := strings.Repeat("n", 100)
+		// input name → its output's name and content (decoded once)
+		type want struct{ out, content string }
+		files := map[string]want{}
+		zenc, err := zstd.NewWriter(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer zenc.Close()
+		czZstdBytes := func(_ *testing.T, b []byte) []byte { return zenc.EncodeAll(b, nil) }
+		czGzipBytes := func(_ *testing.T, b []byte) []byte { // gzip(1) 3000 times takes seconds
+			var buf bytes.Buffer
+			w := gzip.NewWriter(&buf)
+			w.Write(b)
+			w.Close()
+			return buf.Bytes()
+		}
+		for i := range 600 {
+			inner := fmt.Sprintf("content %d\n", i)
+			gz := czGzipBytes(t, []byte(inner))
+			in, out, mid, raw := fmt.Sprintf("%sx%d.gz.gz", long, i), fmt.Sprintf("%sx%d.gz", long, i), gz, czGzipBytes(t, gz)
+			switch i % 4 {
+			case 1:
+				in, out, raw = fmt.Sprintf("%sx%d.GZ.gz", long, i), fmt.Sprintf("%sx%d.GZ", long, i), czGzipBytes(t, gz)
+			case 2:
+				mid = czZstdBytes(t, []byte(inner))
+				in, out, raw = fmt.Sprintf("%sx%d.zst.gz", long, i), fmt.Sprintf("%sx%d.zst", long, i), czGzipBytes(t, mid)
+			case 3:
+				in, out, raw = fmt.Sprintf("%sx%d.tgz.zst", long, i), fmt.Sprintf("%sx%d.tgz", long, i), czZstdBytes(t, gz)
+			}
+			czWrite(t, filepath.Join(dir, in), raw, 0o644)
+			files[in] = want{out, string(mid)}
+		}
+		czMust(t, 0, dir, "decompress", "-q", "--rm", "-w", "2", ".")
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ents) != len(files) {
+			t.Errorf("%d entries after the run, want %d (one output per input)", len(ents), len(files))
+		}
+		twice := 0
+		for in, w := range files {
+			czMissing(t, filepath.Join(dir, in))
+			if got, err := os.ReadFile(filepath.Join(dir, w.out)); err != nil || string(got) != w.content {
+				twice++
+				if twice <= 5 {
+					t.Errorf("%s, the output of %s, is missing or not decompressed once (%v)", w.out, in, err)
+				}
+			}
+		}
+		if twice > 0 {
+			t.Errorf("%d outputs of this run were taken as inputs", twice)
+		}
+	})
+}
+
+// TestCompressForceSticky: in a sticky directory, --force replaces an
+// existing output only as the kernel would let the input's owner: if that
+// owner owns the output or the directory (or is root). Before, pbatch (root)
+// replaced anything: nobody's thesis.txt.gz, decompressed with --force --rm,
+// replaced uid 1000's thesis.txt with nobody's content.
+func TestCompressForceSticky(t *testing.T) {
+	czNeedRoot(t, "chown")
+	czNeed(t, "gzip")
+	const nobody, user = 65534, 1000
+	for _, c := range []struct {
+		name                  string
+		decompress            bool
+		dirMode               os.FileMode
+		dirUID, inUID, outUID int
+		replaced              bool
+	}{
+		{"decompress-other-user", true, 0o777 | os.ModeSticky, 0, nobody, user, false},
+		{"compress-other-user", false, 0o777 | os.ModeSticky, 0, nobody, user, false},
+		{"root-output", true, 0o777 | os.ModeSticky, 0, nobody, 0, false},
+		{"same-owner", true, 0o777 | os.ModeSticky, 0, nobody, nobody, true},
+		{"directory-owner", false, 0o777 | os.ModeSticky, nobody, nobody, user, true},
+		{"root-input", true, 0o777 | os.ModeSticky, 0, 0, user, true},
+		{"not-sticky", true, 0o777, 0, nobody, user, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := fastTempDir(t)
+			dir := filepath.Join(root, "x")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(dir, c.dirMode)
+			os.Chown(dir, c.dirUID, c.dirUID)
+			content := []byte("the input's content\n")
+			in, out, raw := "thesis.txt", "thesis.txt.gz", content
+			if c.decompress {
+				in, out, raw = "thesis.txt.gz", "thesis.txt", czGzipBytes(t, content)
+			}
+			czWrite(t, filepath.Join(dir, in), raw, 0o644)
+			os.Chown(filepath.Join(dir, in), c.inUID, c.inUID)
+			old := []byte("someone else's file\n")
+			czWrite(t, filepath.Join(dir, out), old, 0o644)
+			os.Chown(filepath.Join(dir, out), c.outUID, c.outUID)
+			args := []string{"decompress", "-q", "--force", "--rm", "x"}
+			if !c.decompress {
+				args[0] = "compress"
+			}
+			if !c.replaced {
+				_, stderr := czMust(t, 1, root, args...)
+				want := fmt.Sprintf("pbatch: x/%s: output %s belongs to uid %d in the sticky directory x, where the input's owner (uid %d) may not replace it: kept\n",
+					in, out, c.outUID, c.inUID)
+				if !strings.Contains(stderr, want) {
+					t.Errorf("stderr lacks %q:\n%s", want, stderr)
+				}
+				if got := czRead(t, filepath.Join(dir, out)); !bytes.Equal(got, old) {
+					t.Errorf("%s was replaced: %q", out, got)
+				}
+				if st := czLstat(t, filepath.Join(dir, out)); int(st.Uid) != c.outUID {
+					t.Errorf("%s now owned by %d", out, st.Uid)
+				}
+				if got := czRead(t, filepath.Join(dir, in)); !bytes.Equal(got, raw) {
+					t.Errorf("%s was changed or removed", in)
+				}
+			} else {
+				czMust(t, 0, root, args...)
+				czMissing(t, filepath.Join(dir, in))
+				got := czRead(t, filepath.Join(dir, out))
+				if !c.decompress {
+					got = czDecode(t, "gzip", filepath.Join(dir, out))
+				}
+				if !bytes.Equal(got, content) {
+					t.Errorf("%s not replaced by the output: %q", out, got)
+				}
+			}
+			czNoTemps(t, root)
+		})
+	}
+}
