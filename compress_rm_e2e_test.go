@@ -3,7 +3,9 @@ package main
 // End-to-end tests of what compress and decompress may take as input and
 // replace: never an output of the same run, never (decompress) a compressed
 // file, never in a sticky directory a file the input's owner could not
-// replace.
+// replace; and of --rm's last checks: an original that changed in mode,
+// owner, links or xattrs just before its removal is kept, and a file that
+// cannot be put back under its name gets a visible one.
 
 import (
 	"bytes"
@@ -13,8 +15,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 )
 
 // TestDecompressOwnOutputs: a run never takes an output it published as an
@@ -192,4 +196,118 @@ func TestCompressForceSticky(t *testing.T) {
 			czNoTemps(t, root)
 		})
 	}
+}
+
+// TestCompressRmKeptName: a file renamed over the original during --rm's
+// removal is put back; if its name was taken again meanwhile, it goes to
+// NAME.pbatch-kept-XXXXXX, a visible name later runs take, and the line says
+// which. strace holds every renameat2 for a second: the test swaps f while
+// pbatch takes it to its private name, and creates f again while pbatch puts
+// the swapped file back. Before, it stayed under .pbatch-tmp-*, a name later
+// runs skip.
+func TestCompressRmKeptName(t *testing.T) {
+	czNeed(t, "zstd")
+	dir := fastTempDir(t)
+	old, repl, again := czText(87, 64<<10), []byte("renamed over the original\n"), []byte("created again under its name\n")
+	czWrite(t, filepath.Join(dir, "f"), old, 0o644)
+	cmd, _, stderr := czStraceStart(t, dir, []string{"trace=renameat2", "inject=renameat2:delay_enter=1000000"},
+		"compress", "-w", "1", "--rm", "--format", "zstd", "f")
+	czWaitFile(t, filepath.Join(dir, "f.zst"), cmd) // the publishing rename is done
+	time.Sleep(300 * time.Millisecond)              // into the delay of the rename to the private name
+	czSwap(t, filepath.Join(dir, "f"), repl)
+	time.Sleep(1000 * time.Millisecond) // into the delay of the rename back
+	czWrite(t, filepath.Join(dir, "f"), again, 0o644)
+	if code := czExit(t, cmd.Wait(), stderr.String()); code != 1 {
+		t.Errorf("exit %d, want 1\n%s", code, stderr)
+	}
+	if got := czRead(t, filepath.Join(dir, "f")); !bytes.Equal(got, again) {
+		t.Errorf("f = %.30q, want the file created again", got)
+	}
+	kept, _ := filepath.Glob(filepath.Join(dir, "f.pbatch-kept-*"))
+	if len(kept) != 1 {
+		t.Fatalf("kept files %q, want one; temporary files %q\n%s", kept, czTemps(t, dir), stderr)
+	}
+	if got := czRead(t, kept[0]); !bytes.Equal(got, repl) {
+		t.Errorf("%s = %.30q, want the file renamed over the original", kept[0], got)
+	}
+	if want := "pbatch: f: file replaced after it was read: the new file is kept, and the output of the old one; its name was taken again meanwhile: it is now ./" +
+		filepath.Base(kept[0]) + "\n"; !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr lacks %q:\n%s", want, stderr)
+	}
+	if got := czDecode(t, "zstd", filepath.Join(dir, "f.zst")); !bytes.Equal(got, old) {
+		t.Errorf("f.zst does not hold the original's content")
+	}
+	czNoTemps(t, dir)
+}
+
+// TestCompressRmMetaRace: an original whose mode, owner, links or xattrs
+// change after the descriptor's last check and before the rename to its
+// private name (our own rename changes the ctime, so the ctime cannot tell)
+// is put back and kept: setuid, hard-linked and capability-carrying files
+// are never removed by --rm. strace holds every renameat2 for a second; the
+// change lands in the delay of the rename to the private name. Before, only
+// size and mtime were compared, and the file was removed.
+func TestCompressRmMetaRace(t *testing.T) {
+	czNeedRoot(t, "security.capability, chown")
+	czNeed(t, "gzip")
+	for _, c := range []struct {
+		name       string
+		decompress bool
+		change     func(p string) error
+		want       string
+	}{
+		{"setuid", false, func(p string) error { return os.Chmod(p, 0o755|os.ModeSetuid) }, "file became setuid or setgid"},
+		{"setgid-decompress", true, func(p string) error { return os.Chmod(p, 0o755|os.ModeSetgid) }, "file became setuid or setgid"},
+		{"link", false, func(p string) error { return os.Link(p, p+".link") }, "file was given another hard link"},
+		{"setcap", false, func(p string) error { return unix.Setxattr(p, "security.capability", czCapV2(), 0) },
+			"file was given file capabilities (security.capability)"},
+		{"chown", true, func(p string) error { return os.Chown(p, 1234, 1234) }, "file's mode or owner changed"},
+		{"chmod", false, func(p string) error { return os.Chmod(p, 0o600) }, "file's mode or owner changed"},
+		{"user-xattr", false, func(p string) error { return unix.Setxattr(p, "user.late", []byte("x"), 0) },
+			"file's extended attributes changed"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir() // ext4: user xattrs on tmpfs need a recent kernel
+			data := czText(89, 64<<10)
+			in, out, raw := "f", "f.gz", data
+			if c.decompress {
+				in, out, raw = "g.gz", "g", czGzipBytes(t, data)
+			}
+			p := filepath.Join(dir, in)
+			czWrite(t, p, raw, 0o644)
+			cmd, _, stderr := czStraceStart(t, dir, []string{"trace=renameat2", "inject=renameat2:delay_enter=1000000"},
+				[]string{"compress", "decompress"}[btoi(c.decompress)], "-w", "1", "--rm", in)
+			czWaitFile(t, filepath.Join(dir, out), cmd) // the publishing rename is done
+			time.Sleep(300 * time.Millisecond)          // into the delay of the rename to the private name
+			if err := c.change(p); err != nil {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Skipf("%s: %v", c.name, err)
+			}
+			if code := czExit(t, cmd.Wait(), stderr.String()); code != 1 {
+				t.Errorf("exit %d, want 1\n%s", code, stderr)
+			}
+			if want := "pbatch: " + in + ": " + c.want + " after it was read: original kept next to the output\n"; !strings.Contains(stderr.String(), want) {
+				t.Errorf("stderr lacks %q:\n%s", want, stderr)
+			}
+			if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, raw) {
+				t.Fatalf("%s was removed or changed (%v): the change after it was read went unnoticed", in, err)
+			}
+			got := czRead(t, filepath.Join(dir, out))
+			if !c.decompress {
+				got = czDecode(t, "gzip", filepath.Join(dir, out))
+			}
+			if !bytes.Equal(got, data) {
+				t.Errorf("%s does not hold the input's content", out)
+			}
+			czNoTemps(t, dir)
+		})
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

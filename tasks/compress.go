@@ -28,8 +28,10 @@ import (
 // create, in the directory of the file they work on: ".pbatch-tmp-" followed by
 // 12 hex digits. --rm also moves an original to such a name for the instant
 // between checking and unlinking it, after its output was made durable. Such
-// files are never taken as input, and one left by a crash can be removed
-// safely.
+// files are never taken as input. One left by a crash is a partial output,
+// except after a crash within that instant: then it is what the original's
+// name held, the original (its output complete) or a file renamed over it
+// just before.
 const TempPrefix = ".pbatch-tmp-"
 
 // bigFile is the size from which one file is compressed on several cores.
@@ -412,7 +414,7 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 	if !t.opt.Remove {
 		return
 	}
-	if r.Status, r.Err = removeOriginal(dirfd, name, in, &before, dir); r.Err != nil {
+	if r.Status, r.Err = removeOriginal(dirfd, name, in, &before, xattrs, dir); r.Err != nil {
 		return
 	}
 	if err := fsync(dirfd); err != nil {
@@ -583,9 +585,11 @@ func (t *Compress) publishedLocked(st *unix.Stat_t) bool {
 // unlinking it would delete whatever the name holds by then, so the name is
 // first renamed to a private one (the temporary-file pattern, no-replace),
 // the inode behind that checked, and only then unlinked; a different inode
-// is put back. The rename changes the ctime, so the ctime is checked through
-// the descriptor just before it.
-func removeOriginal(dirfd int, name string, in int, before *unix.Stat_t, dir string) (Status, error) {
+// is put back (beside the name, KeptInfix, if the name was taken again). The
+// rename changes the ctime, so the ctime is checked through the descriptor
+// just before it, and the mode, owner, links and xattrs after it; xattrs
+// lists the names read with the input.
+func removeOriginal(dirfd int, name string, in int, before *unix.Stat_t, xattrs []byte, dir string) (Status, error) {
 	// From the rename to the unlink or the rename back, the name is elsewhere:
 	// a second signal, which ends the process at once, waits for this.
 	removing.RLock()
@@ -619,18 +623,89 @@ func removeOriginal(dirfd int, name string, in int, before *unix.Stat_t, dir str
 	var got unix.Stat_t
 	status := Changed
 	err := unix.Fstatat(dirfd, priv, &got, unix.AT_SYMLINK_NOFOLLOW)
-	if err == nil && got.Dev == before.Dev && got.Ino == before.Ino && sameContent(&got, before) {
+	if err != nil || got.Dev != before.Dev || got.Ino != before.Ino || !sameContent(&got, before) {
+		err = errors.New("file replaced after it was read: the new file is kept, and the output of the old one")
+	} else if status, err = changedMeta(in, &got, before, xattrs); err == nil {
 		if err = unix.Unlinkat(dirfd, priv, 0); err == nil {
 			return OK, nil
 		}
 		status, err = Failed, fmt.Errorf("cannot remove it (output kept): %w", err)
-	} else {
-		err = errors.New("file replaced after it was read: the new file is kept, and the output of the old one")
 	}
-	if perr := unix.Renameat2(dirfd, priv, dirfd, name, unix.RENAME_NOREPLACE); perr != nil {
-		return status, fmt.Errorf("%v; it is now %s: cannot rename it back to its name: %w", err, joinPath(dir, priv), perr)
+	return status, putBack(dirfd, dir, priv, name, err)
+}
+
+// changedMeta checks the original, now under its private name, against what
+// was read. Our rename changed its ctime, so a chmod u+s, chown, link or
+// setcap made since the descriptor's check shows only in the fields
+// themselves; a file that became setuid, setgid or hard-linked is kept as
+// --rm would have skipped it, and one given file capabilities as --rm would
+// have refused it (uncarried).
+func changedMeta(in int, got, before *unix.Stat_t, xattrs []byte) (Status, error) {
+	const kept = " after it was read: original kept next to the output"
+	switch {
+	case got.Mode&(unix.S_ISUID|unix.S_ISGID) != 0:
+		return Changed, errors.New("file became setuid or setgid" + kept)
+	case got.Nlink > 1:
+		return Changed, errors.New("file was given another hard link" + kept)
+	case got.Mode != before.Mode || got.Uid != before.Uid || got.Gid != before.Gid || got.Nlink != before.Nlink:
+		return Changed, errors.New("file's mode or owner changed" + kept)
 	}
-	return status, err
+	list, err := listXattrs(in, nil)
+	if err != nil {
+		return Failed, fmt.Errorf("cannot list its extended attributes again (output kept, original kept): %w", err)
+	}
+	if x := uncarried(list); x != "" {
+		return Changed, errors.New("file was given " + x + kept)
+	}
+	if !bytes.Equal(list, xattrs) {
+		return Changed, errors.New("file's extended attributes changed" + kept)
+	}
+	return OK, nil
+}
+
+// KeptInfix names a file that removeOriginal took from the original's name
+// and could not put back because the name was taken again meanwhile:
+// NAME.pbatch-kept-XXXXXX. It is an ordinary file for later runs, unlike the
+// TempPrefix pattern they skip.
+const KeptInfix = ".pbatch-kept-"
+
+// putBack renames priv back to name, the removal having been refused for
+// why. If name was taken again meanwhile, priv goes to a visible name of its
+// own beside it.
+func putBack(dirfd int, dir, priv, name string, why error) error {
+	err := unix.Renameat2(dirfd, priv, dirfd, name, unix.RENAME_NOREPLACE)
+	if err == nil {
+		return why
+	}
+	if err != unix.EEXIST {
+		return fmt.Errorf("%v; it is now %s: cannot rename it back to its name: %w", why, joinPath(dir, priv), err)
+	}
+	var kerr error
+	for range 100 {
+		kept := keptName(name)
+		kerr = unix.Renameat2(dirfd, priv, dirfd, kept, unix.RENAME_NOREPLACE)
+		if kerr == nil {
+			return fmt.Errorf("%v; its name was taken again meanwhile: it is now %s", why, quoteOut(joinPath(dir, kept)))
+		}
+		if kerr != unix.EEXIST {
+			break
+		}
+	}
+	return fmt.Errorf("%v; it is now %s: cannot rename it back to its name: %w, nor to %s*: %w",
+		why, joinPath(dir, priv), err, name+KeptInfix, kerr)
+}
+
+// keptName is name + KeptInfix + 6 hex digits, name cut to fit 255 bytes.
+func keptName(name string) string {
+	var b [3]byte
+	for i := range b {
+		b[i] = byte(rand.Uint32())
+	}
+	suffix := KeptInfix + hex.EncodeToString(b[:])
+	if len(name)+len(suffix) > 255 {
+		name = name[:255-len(suffix)]
+	}
+	return name + suffix
 }
 
 // removing is held (shared) by every removal in progress.
