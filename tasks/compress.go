@@ -64,9 +64,9 @@ var (
 )
 
 // errOutputCompressed: decompress never replaces a file it would itself take
-// as an input (a.gz, the output of a.gz.gz): it is a compressed file, maybe
-// one named on the same command line.
-var errOutputCompressed = errors.New("exists and is itself compressed (.gz, .tgz or .zst): kept, --force never replaces such a file")
+// as an input (a.gz, the output of a.gz.gz): it is a compressed file, maybe an
+// input of the same run.
+var errOutputCompressed = errors.New("exists and has a suffix decompress takes (.gz, .tgz or .zst): kept, --force never replaces such a file")
 
 // errOwnOutput: an output of this run met again by the walk.
 var errOwnOutput = skipError("skipped: an output of this run")
