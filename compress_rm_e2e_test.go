@@ -232,6 +232,35 @@ func TestCompressForceSticky(t *testing.T) {
 	}
 }
 
+// TestCompressForceAppeared: --force replaces only an output it found and
+// checked; one that appears while the input is being processed (here in a
+// delay of the publishing rename) is kept, and the input too. Before, the
+// rename replaced it.
+func TestCompressForceAppeared(t *testing.T) {
+	czNeed(t, "gzip")
+	dir := fastTempDir(t)
+	data, theirs := czText(91, 64<<10), []byte("created while pbatch was compressing f\n")
+	czWrite(t, filepath.Join(dir, "f"), data, 0o644)
+	cmd, _, stderr := czStraceStart(t, dir, []string{"trace=renameat2,renameat", "inject=renameat2,renameat:delay_enter=1000000"},
+		"compress", "-w", "1", "--force", "--rm", "f")
+	czWaitTemp(t, dir, cmd)
+	time.Sleep(300 * time.Millisecond) // into the delay of the publishing rename
+	czWrite(t, filepath.Join(dir, "f.gz"), theirs, 0o644)
+	if code := czExit(t, cmd.Wait(), stderr.String()); code != 1 {
+		t.Errorf("exit %d, want 1\n%s", code, stderr)
+	}
+	if want := "pbatch: f: output f.gz appeared while the input was being processed: kept, --force replaces only an output it found before\n"; !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr lacks %q:\n%s", want, stderr)
+	}
+	if got := czRead(t, filepath.Join(dir, "f.gz")); !bytes.Equal(got, theirs) {
+		t.Errorf("f.gz, created during the run, was replaced")
+	}
+	if got := czRead(t, filepath.Join(dir, "f")); !bytes.Equal(got, data) {
+		t.Errorf("f was changed or removed")
+	}
+	czNoTemps(t, dir)
+}
+
 // TestCompressRmKeptName: a file renamed over the original during --rm's
 // removal is put back; if its name was taken again meanwhile, it goes to
 // NAME.pbatch-kept-XXXXXX, a visible name later runs take, and the line says

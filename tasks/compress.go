@@ -68,6 +68,9 @@ var (
 // input of the same run.
 var errOutputCompressed = errors.New("exists and has a suffix decompress takes (.gz, .tgz or .zst): kept, --force never replaces such a file")
 
+// errAppeared: --force replaces only a file it checked (replaceable).
+var errAppeared = errors.New("appeared while the input was being processed: kept, --force replaces only an output it found before")
+
 // errOwnOutput: an output of this run met again by the walk.
 var errOwnOutput = skipError("skipped: an output of this run")
 
@@ -503,6 +506,8 @@ func (t *Compress) publish(dirfd int, dir, tmp, out string, id fileID, in *unix.
 		switch {
 		case err == unix.EEXIST && t.isInputName(out):
 			return fmt.Errorf("output %s %w", quoteOut(out), errOutputCompressed)
+		case err == unix.EEXIST && t.opt.Force:
+			return fmt.Errorf("output %s %w", quoteOut(out), errAppeared)
 		case err == unix.EEXIST:
 			return fmt.Errorf("output %s %w", quoteOut(out), errOutputExists)
 		}
