@@ -19,15 +19,22 @@ closed, then published with a no-replace rename and the directory fsynced. No
 file under the final name is ever partial, even after SIGKILL. An existing output
 name is never opened or followed; --force replaces it by rename only, and never
 an output this run wrote: one run never publishes two inputs (f.gz and f.zst,
-t.tgz and t.tar.gz) onto one name. --rm removes the original only after all that,
-(compress) only after the output was decoded and compared with the input (unless
---no-verify), and only the inode that was read: the name is first renamed to a
-temporary name, that inode checked and unlinked, and a file renamed over the
-original meanwhile is put back. Symlinks, special files and pbatch's temporary
-files are skipped; with --rm, so are files with several hard links, setuid/setgid
-files, and files with xattrs the output would not get (file capabilities,
-trusted.*). Any write, fsync or close error (ENOSPC, EDQUOT, EFBIG, EIO) fails
-that file: temporary file removed, original untouched.`
+t.tgz and t.tar.gz) onto one name, nor takes its own output (a.gz from a.gz.gz)
+as an input. decompress never replaces a .gz, .tgz or .zst file, even with
+--force. In a sticky directory (/tmp), --force replaces only a file the input's
+owner could: one they own, or any if they own the directory (or are root).
+--rm removes the original only after all that, (compress) only after the output
+was decoded and compared with the input (unless --no-verify), and only the inode
+that was read: the name is first renamed to a temporary name, that inode checked
+(size, mtime, mode, owner, links, xattrs) and unlinked, and a file renamed over
+the original meanwhile is put back, as NAME` + tasks.KeptInfix + `XXXXXX if the name was taken
+again. A leftover temporary file is a partial output, except after a kill during
+an --rm removal: then it is what the original's name held (the original, its
+output complete, or a file renamed over it just then). Symlinks, special files
+and pbatch's temporary files are skipped; with --rm, so are files with several
+hard links, setuid/setgid files, and files with xattrs the output would not get
+(file capabilities, trusted.*). Any write, fsync or close error (ENOSPC, EDQUOT,
+EFBIG, EIO) fails that file: temporary file removed, original untouched.`
 
 func compressCommands(stdin io.Reader, stdout, stderr io.Writer) []*cli.Command {
 	var c struct {

@@ -547,9 +547,9 @@ func TestCompressErrorsNamed(t *testing.T) {
 // TestCompressRmSecondSignal: a second signal ends pbatch at once, but not
 // between the rename of an original to its private name and the unlink or
 // the rename back: a file renamed over the original must not be left under a
-// temporary name (which the documentation says is safe to delete). strace
-// holds every renameat2 for a second; the test swaps the original while
-// pbatch takes it, and signals twice while it puts the new file back.
+// temporary name (which later runs skip). strace holds every renameat2 for a
+// second; the test swaps the original while pbatch takes it, and signals
+// twice while it puts the new file back.
 func TestCompressRmSecondSignal(t *testing.T) {
 	czNeed(t, "zstd")
 	dir := fastTempDir(t)

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -27,8 +28,10 @@ import (
 // create, in the directory of the file they work on: ".pbatch-tmp-" followed by
 // 12 hex digits. --rm also moves an original to such a name for the instant
 // between checking and unlinking it, after its output was made durable. Such
-// files are never taken as input, and one left by a crash can be removed
-// safely.
+// files are never taken as input. One left by a crash is a partial output,
+// except after a crash within that instant: then it is what the original's
+// name held, the original (its output complete) or a file renamed over it
+// just before.
 const TempPrefix = ".pbatch-tmp-"
 
 // bigFile is the size from which one file is compressed on several cores.
@@ -60,6 +63,17 @@ var (
 	errVerify        = errors.New("verification failed: the output does not decode to the input; original kept")
 )
 
+// errOutputCompressed: decompress never replaces a file it would itself take
+// as an input (a.gz, the output of a.gz.gz): it is a compressed file, maybe an
+// input of the same run.
+var errOutputCompressed = errors.New("exists and has a suffix decompress takes (.gz, .tgz or .zst): kept, --force never replaces such a file")
+
+// errAppeared: --force replaces only a file it checked (replaceable).
+var errAppeared = errors.New("appeared while the input was being processed: kept, --force replaces only an output it found before")
+
+// errOwnOutput: an output of this run met again by the walk.
+var errOwnOutput = skipError("skipped: an output of this run")
+
 // errWrittenThisRun: names that differ in the case of their suffix, or .tgz
 // and .tar.gz, decompress to one name.
 var errWrittenThisRun = errors.New("was written by this run from another input: kept, --force replaces only outputs that existed before the run")
@@ -72,15 +86,23 @@ type Compress struct {
 	decompress bool
 	bigSlot    chan struct{} // held by the worker using the multi-core encoder
 
-	// With --force, the outputs this run published, so that a later input
-	// with the same output name (f.gz and f.zst, t.tgz and t.tar.gz) fails
-	// instead of replacing one (rule 20). pubMu makes each forced
+	// The outputs this run published that it must know again, by inode:
+	//   - with --force, every output, so that a later input with the same
+	//     output name (f.gz and f.zst, t.tgz and t.tar.gz) fails instead of
+	//     replacing one (rule 20); without --force the no-replace rename
+	//     alone keeps that rule;
+	//   - in decompress, every output whose own name decompress takes
+	//     (a.gz from a.gz.gz), so that the walk, which may list it after it
+	//     appeared, never decompresses it again in the same run. Compress
+	//     needs none: its outputs all carry a suffix it skips.
+	// An entry is added before the rename that makes the name visible, so a
+	// worker that opens the output finds it. pubMu also makes each forced
 	// check-and-rename one step as far as the other workers are concerned.
-	// It grows by one entry (about 40 bytes) per output published with
-	// --force, and stays empty without it: the no-replace rename alone keeps
-	// the rule then.
+	// It grows by about 40 bytes per recorded output; any is set once the
+	// first is, so that decompress looks up only then.
 	pubMu     sync.Mutex
 	published map[fileID]struct{}
+	any       atomic.Bool
 }
 
 type fileID struct{ dev, ino uint64 }
@@ -162,6 +184,23 @@ func hasSuffixFold(name string, suffixes ...string) (string, bool) {
 	return "", false
 }
 
+// decompressSuffixes are the suffixes decompress takes.
+var decompressSuffixes = []string{".gz", ".tgz", ".zst"}
+
+// isInputName: out is a name decompress takes as input, so an output of that
+// name could be met again by this run's walk, and an existing file of that name
+// is a compressed file.
+func (t *Compress) isInputName(out string) bool {
+	if !t.decompress {
+		return false
+	}
+	_, ok := hasSuffixFold(out, decompressSuffixes...)
+	return ok
+}
+
+// record: whether publish must remember the output named out.
+func (t *Compress) record(out string) bool { return t.opt.Force || t.isInputName(out) }
+
 // outputName is the name compress or decompress writes for name.
 func (t *Compress) outputName(name string) (string, string, error) {
 	if !t.decompress {
@@ -171,7 +210,7 @@ func (t *Compress) outputName(name string) (string, string, error) {
 		}
 		return name + suf, t.opt.Format, nil
 	}
-	suf, ok := hasSuffixFold(name, ".gz", ".tgz", ".zst")
+	suf, ok := hasSuffixFold(name, decompressSuffixes...)
 	if !ok {
 		return "", "", errNotCompressed
 	}
@@ -248,6 +287,10 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 		return
 	}
 	r.Mtime = before.Mtim
+	if t.decompress && t.any.Load() && t.publishedHere(&before) {
+		r.Status, r.Err = Skipped, errOwnOutput
+		return
+	}
 	if t.opt.Remove && before.Nlink > 1 {
 		r.Status, r.Err = Skipped, errHardlinkRm
 		return
@@ -273,12 +316,8 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 	// saves the work.
 	var ost unix.Stat_t
 	if err := unix.Fstatat(dirfd, out, &ost, unix.AT_SYMLINK_NOFOLLOW); err == nil {
-		if !t.opt.Force {
-			r.Status, r.Err = Failed, fmt.Errorf("output %s %w", quoteOut(out), errOutputExists)
-			return
-		}
-		if t.publishedHere(&ost) {
-			r.Status, r.Err = Failed, fmt.Errorf("output %s %w", quoteOut(out), errWrittenThisRun)
+		if err := t.replaceable(dirfd, dirPath(e), out, &ost, &before, false); err != nil {
+			r.Status, r.Err = Failed, err
 			return
 		}
 	}
@@ -354,8 +393,8 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 			return
 		}
 	}
-	var tst unix.Stat_t // with --force, to know the output as this run's
-	if t.opt.Force {
+	var tst unix.Stat_t // to know the output as this run's
+	if t.record(out) {
 		if err := unix.Fstat(tfd, &tst); err != nil {
 			r.Status, r.Err = Failed, fmt.Errorf("cannot stat the temporary file %s: %w", joinPath(dir, tmp), err)
 			return
@@ -371,7 +410,7 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 		return
 	}
 	tfd = -1
-	if err := t.publish(dirfd, dir, tmp, out, fileID{tst.Dev, tst.Ino}); err != nil {
+	if err := t.publish(dirfd, dir, tmp, out, fileID{tst.Dev, tst.Ino}, &before); err != nil {
 		r.Status, r.Err = Failed, err
 		return
 	}
@@ -383,7 +422,7 @@ func (w *compressWorker) Run(ctx context.Context, e *walker.Entry, r *Result) {
 	if !t.opt.Remove {
 		return
 	}
-	if r.Status, r.Err = removeOriginal(dirfd, name, in, &before, dir); r.Err != nil {
+	if r.Status, r.Err = removeOriginal(dirfd, name, in, &before, xattrs, dir); r.Err != nil {
 		return
 	}
 	if err := fsync(dirfd); err != nil {
@@ -460,35 +499,83 @@ func ioErr(err error, dir string) error {
 	return err
 }
 
-// publish renames the finished temporary file tmp to out. Without --force the
-// rename never replaces anything. With --force it replaces an existing out
-// only if this run did not write it: the check and the rename are one step
-// for the other workers (pubMu), and nothing but a worker of this run makes
-// an output this run wrote, so the inode replaced is never one of those.
-func (t *Compress) publish(dirfd int, dir, tmp, out string, id fileID) error {
+// publish renames the finished temporary file tmp, the inode id, to out, the
+// output of the input in. The rename never replaces anything, except with
+// --force an existing out that replaceable allows: the check and the rename
+// are one step for the other workers (pubMu), and nothing but a worker of this
+// run makes an output this run wrote, so the inode replaced is never one of
+// those. When --force finds no out, there is nothing it was asked to replace:
+// a file that appears meanwhile is kept too.
+func (t *Compress) publish(dirfd int, dir, tmp, out string, id fileID, in *unix.Stat_t) error {
 	renameErr := func(err error) error {
-		if err == unix.EEXIST {
+		switch {
+		case err == unix.EEXIST && t.isInputName(out):
+			return fmt.Errorf("output %s %w", quoteOut(out), errOutputCompressed)
+		case err == unix.EEXIST && t.opt.Force:
+			return fmt.Errorf("output %s %w", quoteOut(out), errAppeared)
+		case err == unix.EEXIST:
 			return fmt.Errorf("output %s %w", quoteOut(out), errOutputExists)
 		}
 		return fmt.Errorf("cannot rename the temporary file %s to %s: %w", joinPath(dir, tmp), quoteOut(out), err)
 	}
-	if !t.opt.Force {
-		if err := unix.Renameat2(dirfd, tmp, dirfd, out, unix.RENAME_NOREPLACE); err != nil {
-			return renameErr(err)
+	rec := t.record(out)
+	if rec {
+		t.pubMu.Lock()
+		defer t.pubMu.Unlock()
+	}
+	flags := uint(unix.RENAME_NOREPLACE)
+	if t.opt.Force {
+		var st unix.Stat_t
+		if err := unix.Fstatat(dirfd, out, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+			if err := t.replaceable(dirfd, dir, out, &st, in, true); err != nil {
+				return err
+			}
+			flags = 0
 		}
-		return nil
 	}
-	t.pubMu.Lock()
-	defer t.pubMu.Unlock()
-	var st unix.Stat_t
-	if unix.Fstatat(dirfd, out, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && t.publishedLocked(&st) {
-		return fmt.Errorf("output %s %w", quoteOut(out), errWrittenThisRun)
+	if rec {
+		// Before the name is visible: a worker that opens it must know it.
+		t.published[id] = struct{}{}
+		t.any.Store(true)
 	}
-	if err := unix.Renameat(dirfd, tmp, dirfd, out); err != nil {
+	if err := unix.Renameat2(dirfd, tmp, dirfd, out, flags); err != nil {
+		if rec {
+			delete(t.published, id)
+		}
 		return renameErr(err)
 	}
-	t.published[id] = struct{}{}
 	return nil
+}
+
+// replaceable says why the existing file st, named out, may not be replaced
+// by the output of the input in, or returns nil. locked: pubMu is held.
+func (t *Compress) replaceable(dirfd int, dir, out string, st, in *unix.Stat_t, locked bool) error {
+	switch {
+	case t.isInputName(out):
+		return fmt.Errorf("output %s %w", quoteOut(out), errOutputCompressed)
+	case !t.opt.Force:
+		return fmt.Errorf("output %s %w", quoteOut(out), errOutputExists)
+	case locked && t.publishedLocked(st), !locked && t.publishedHere(st):
+		return fmt.Errorf("output %s %w", quoteOut(out), errWrittenThisRun)
+	}
+	return stickyRule(dirfd, dir, out, st, in)
+}
+
+// stickyRule applies the kernel's rule for a sticky directory (only the
+// entry's owner, the directory's owner or root may remove or rename over an
+// entry) on behalf of the input's owner. pbatch runs as root, which the kernel
+// lets replace anything: without this, a user could have another user's file
+// in /tmp replaced by content of theirs (their f.gz decompressed over f).
+func stickyRule(dirfd int, dir, out string, st, in *unix.Stat_t) error {
+	var d unix.Stat_t
+	if err := unix.Fstat(dirfd, &d); err != nil {
+		return fmt.Errorf("cannot stat the directory %s: %w", dir, err)
+	}
+	if d.Mode&unix.S_ISVTX == 0 || in.Uid == 0 || st.Uid == in.Uid || d.Uid == in.Uid {
+		return nil
+	}
+	return fmt.Errorf("output %s belongs to uid %d in the sticky directory %s, where the input's owner (uid %d) may not replace it: kept",
+		quoteOut(out), st.Uid, dir, in.Uid)
 }
 
 func (t *Compress) publishedHere(st *unix.Stat_t) bool {
@@ -508,9 +595,11 @@ func (t *Compress) publishedLocked(st *unix.Stat_t) bool {
 // unlinking it would delete whatever the name holds by then, so the name is
 // first renamed to a private one (the temporary-file pattern, no-replace),
 // the inode behind that checked, and only then unlinked; a different inode
-// is put back. The rename changes the ctime, so the ctime is checked through
-// the descriptor just before it.
-func removeOriginal(dirfd int, name string, in int, before *unix.Stat_t, dir string) (Status, error) {
+// is put back (beside the name, KeptInfix, if the name was taken again). The
+// rename changes the ctime, so the ctime is checked through the descriptor
+// just before it, and the mode, owner, links and xattrs after it; xattrs
+// lists the names read with the input.
+func removeOriginal(dirfd int, name string, in int, before *unix.Stat_t, xattrs []byte, dir string) (Status, error) {
 	// From the rename to the unlink or the rename back, the name is elsewhere:
 	// a second signal, which ends the process at once, waits for this.
 	removing.RLock()
@@ -544,18 +633,89 @@ func removeOriginal(dirfd int, name string, in int, before *unix.Stat_t, dir str
 	var got unix.Stat_t
 	status := Changed
 	err := unix.Fstatat(dirfd, priv, &got, unix.AT_SYMLINK_NOFOLLOW)
-	if err == nil && got.Dev == before.Dev && got.Ino == before.Ino && sameContent(&got, before) {
+	if err != nil || got.Dev != before.Dev || got.Ino != before.Ino || !sameContent(&got, before) {
+		err = errors.New("file replaced after it was read: the new file is kept, and the output of the old one")
+	} else if status, err = changedMeta(in, &got, before, xattrs); err == nil {
 		if err = unix.Unlinkat(dirfd, priv, 0); err == nil {
 			return OK, nil
 		}
 		status, err = Failed, fmt.Errorf("cannot remove it (output kept): %w", err)
-	} else {
-		err = errors.New("file replaced after it was read: the new file is kept, and the output of the old one")
 	}
-	if perr := unix.Renameat2(dirfd, priv, dirfd, name, unix.RENAME_NOREPLACE); perr != nil {
-		return status, fmt.Errorf("%v; it is now %s: cannot rename it back to its name: %w", err, joinPath(dir, priv), perr)
+	return status, putBack(dirfd, dir, priv, name, err)
+}
+
+// changedMeta checks the original, now under its private name, against what
+// was read. Our rename changed its ctime, so a chmod u+s, chown, link or
+// setcap made since the descriptor's check shows only in the fields
+// themselves; a file that became setuid, setgid or hard-linked is kept as
+// --rm would have skipped it, and one given file capabilities as --rm would
+// have refused it (uncarried).
+func changedMeta(in int, got, before *unix.Stat_t, xattrs []byte) (Status, error) {
+	const kept = " after it was read: original kept next to the output"
+	switch {
+	case got.Mode&(unix.S_ISUID|unix.S_ISGID) != 0:
+		return Changed, errors.New("file became setuid or setgid" + kept)
+	case got.Nlink > 1:
+		return Changed, errors.New("file was given another hard link" + kept)
+	case got.Mode != before.Mode || got.Uid != before.Uid || got.Gid != before.Gid || got.Nlink != before.Nlink:
+		return Changed, errors.New("file's mode or owner changed" + kept)
 	}
-	return status, err
+	list, err := listXattrs(in, nil)
+	if err != nil {
+		return Failed, fmt.Errorf("cannot list its extended attributes again (output kept, original kept): %w", err)
+	}
+	if x := uncarried(list); x != "" {
+		return Changed, errors.New("file was given " + x + kept)
+	}
+	if !bytes.Equal(list, xattrs) {
+		return Changed, errors.New("file's extended attributes changed" + kept)
+	}
+	return OK, nil
+}
+
+// KeptInfix names a file that removeOriginal took from the original's name
+// and could not put back because the name was taken again meanwhile:
+// NAME.pbatch-kept-XXXXXX. It is an ordinary file for later runs, unlike the
+// TempPrefix pattern they skip.
+const KeptInfix = ".pbatch-kept-"
+
+// putBack renames priv back to name, the removal having been refused for
+// why. If name was taken again meanwhile, priv goes to a visible name of its
+// own beside it.
+func putBack(dirfd int, dir, priv, name string, why error) error {
+	err := unix.Renameat2(dirfd, priv, dirfd, name, unix.RENAME_NOREPLACE)
+	if err == nil {
+		return why
+	}
+	if err != unix.EEXIST {
+		return fmt.Errorf("%v; it is now %s: cannot rename it back to its name: %w", why, joinPath(dir, priv), err)
+	}
+	var kerr error
+	for range 100 {
+		kept := keptName(name)
+		kerr = unix.Renameat2(dirfd, priv, dirfd, kept, unix.RENAME_NOREPLACE)
+		if kerr == nil {
+			return fmt.Errorf("%v; its name was taken again meanwhile: it is now %s", why, quoteOut(joinPath(dir, kept)))
+		}
+		if kerr != unix.EEXIST {
+			break
+		}
+	}
+	return fmt.Errorf("%v; it is now %s: cannot rename it back to its name: %w, nor to %s*: %w",
+		why, joinPath(dir, priv), err, name+KeptInfix, kerr)
+}
+
+// keptName is name + KeptInfix + 6 hex digits, name cut to fit 255 bytes.
+func keptName(name string) string {
+	var b [3]byte
+	for i := range b {
+		b[i] = byte(rand.Uint32())
+	}
+	suffix := KeptInfix + hex.EncodeToString(b[:])
+	if len(name)+len(suffix) > 255 {
+		name = name[:255-len(suffix)]
+	}
+	return name + suffix
 }
 
 // removing is held (shared) by every removal in progress.

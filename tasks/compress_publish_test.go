@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -39,6 +40,21 @@ func TestUncarried(t *testing.T) {
 	} {
 		if got := uncarried([]byte(c.list)); got != c.want {
 			t.Errorf("uncarried(%q) = %q, want %q", c.list, got, c.want)
+		}
+	}
+}
+
+// TestKeptName: the visible name of a file --rm could not put back is NAME,
+// KeptInfix and 6 hex digits, NAME cut so that it fits in 255 bytes.
+func TestKeptName(t *testing.T) {
+	for _, name := range []string{"f", "report.txt", strings.Repeat("a", 236), strings.Repeat("a", 237), strings.Repeat("b", 255)} {
+		got := keptName(name)
+		base := name[:min(len(name), 255-len(KeptInfix)-6)]
+		if len(got) > 255 || !strings.HasPrefix(got, base+KeptInfix) || len(got) != len(base)+len(KeptInfix)+6 {
+			t.Errorf("keptName(%d bytes) = %q", len(name), got)
+		}
+		if strings.HasPrefix(got, TempPrefix) {
+			t.Errorf("keptName(%q) = %q: a temporary name", name, got)
 		}
 	}
 }
