@@ -18,14 +18,17 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
 )
 
 var (
 	// ErrBusy means another run holds the cache: the caller runs without it.
 	ErrBusy = errors.New("in use by another run")
-	// ErrForeign means the file is not a pbatch cache (or is corrupt).
-	ErrForeign = errors.New("not a pbatch cache, or corrupt (use --cache-reset to rebuild it)")
+	// ErrForeign means the file is not a pbatch cache (or is corrupt beyond
+	// recognition). It does not suggest --cache-reset: the file may well be
+	// someone's data, named by mistake.
+	ErrForeign = errors.New("not a pbatch cache, or corrupt: remove it or give another --cache")
 	// ErrOldReadOnly means the cache was written by an older pbatch, whose
 	// entries cannot be trusted, and cannot be rebuilt: the caller runs without it.
 	ErrOldReadOnly = errors.New("written by an older pbatch and cannot be written now")
@@ -62,7 +65,9 @@ type DB struct {
 	stamp    int64    // when this run opened the cache, recorded with every entry
 	writes   chan put // nil when read-only
 	done     chan struct{}
-	broken   atomic.Bool // a fault or panic in bbolt: the cache is no longer used
+	broken   atomic.Bool   // a fault or panic in bbolt: the cache is no longer used
+	brokenCh chan struct{} // closed when broken is set
+	once     sync.Once
 	mu       sync.Mutex
 	err      error // first damage or write error
 }
@@ -101,9 +106,10 @@ func Open(ctx context.Context, path string, reset bool) (*DB, error) {
 	}
 	if st.Size() == 0 && ro {
 		f.Close()
-		return nil, fmt.Errorf("empty, and cannot be written: %w", why)
+		return nil, unavailable("empty, and cannot be written: %w", why)
 	}
-	if st.Size() > 0 {
+	fresh := st.Size() == 0
+	if !fresh {
 		if err := checkFile(f, st.Size()); err != nil {
 			f.Close()
 			return nil, err
@@ -111,8 +117,12 @@ func Open(ctx context.Context, path string, reset bool) (*DB, error) {
 	}
 	handed := false
 	opts := &bolt.Options{
-		ReadOnly:       ro,
-		NoFreelistSync: true,
+		ReadOnly: ro,
+		// With the freelist in the file, bbolt reads it where it is asked
+		// to, under guard; without, it rebuilds it at each open by walking
+		// the tree in a goroutine of its own, where a fault cannot be
+		// recovered.
+		NoFreelistSync: false,
 		// The descriptor is locked already, so bbolt's flock succeeds at once;
 		// a timeout all the same, so that nothing here can wait forever.
 		Timeout: busyWait,
@@ -125,17 +135,26 @@ func Open(ctx context.Context, path string, reset bool) (*DB, error) {
 			return f, nil
 		},
 	}
-	d := &DB{file: f, readOnly: why, stamp: timeNow().UnixNano()}
+	d := &DB{file: f, readOnly: why, stamp: timeNow().UnixNano(), brokenCh: make(chan struct{})}
+	// A new cache that cannot be written out (no space, no quota) is left
+	// empty, as it was found, and the run goes on without it.
+	unfinished := func(err error) error {
+		if !fresh || errors.Is(err, ErrDamaged) || errors.Is(err, ErrForeign) {
+			return err
+		}
+		unix.Ftruncate(int(f.Fd()), 0)
+		return unavailable("cannot be created: %w", err)
+	}
 	err = d.guard(func() (err error) {
 		d.db, err = bolt.Open(path, 0o600, opts)
 		return err
 	})
 	if err != nil {
-		f.Close() // bbolt closed it already unless it panicked
-		if errors.Is(err, ErrDamaged) {
-			return nil, err
+		if err = unfinished(err); !errors.Is(err, ErrDamaged) && !errors.Is(err, ErrCannotCreate) {
+			err = fmt.Errorf("%w: %v", ErrForeign, err)
 		}
-		return nil, fmt.Errorf("%w: %v", ErrForeign, err)
+		f.Close() // bbolt closed it already unless it panicked
+		return nil, err
 	}
 	if ro {
 		err = d.guard(func() error { return d.db.View(checkFormatRO) })
@@ -143,6 +162,7 @@ func Open(ctx context.Context, path string, reset bool) (*DB, error) {
 		err = d.guard(func() error { return d.db.Update(checkFormat) })
 	}
 	if err != nil {
+		err = unfinished(err)
 		d.closeDB()
 		return nil, err
 	}
@@ -156,6 +176,19 @@ func Open(ctx context.Context, path string, reset bool) (*DB, error) {
 // checkFormat makes sure the file is a pbatch cache of this format, starting
 // one in a new file and dropping the entries of an older format.
 func checkFormat(tx *bolt.Tx) error {
+	return lostBucket(checkFormatRW(tx))
+}
+
+// lostBucket names bbolt's error for a bucket that is a plain value now (its
+// flag lost) as the damage it is.
+func lostBucket(err error) error {
+	if errors.Is(err, berrors.ErrIncompatibleValue) {
+		return damagedf("a bucket is stored as a value")
+	}
+	return err
+}
+
+func checkFormatRW(tx *bolt.Tx) error {
 	m := tx.Bucket(metaBucket)
 	if m == nil {
 		// A new file holds no bucket at all; any other bbolt file is foreign.
@@ -230,7 +263,33 @@ func (d *DB) fail(err error) {
 	d.mu.Unlock()
 	if errors.Is(err, ErrDamaged) {
 		d.broken.Store(true)
+		d.once.Do(func() { close(d.brokenCh) })
 	}
+}
+
+// call runs f, which takes bbolt's locks, under guard in a goroutine of its
+// own, and stops waiting for it once the cache is found damaged: a fault or
+// panic inside bbolt can leave its locks held, and f would then wait forever.
+// Such a goroutine is left behind; the process ends soon.
+func (d *DB) call(f func() error) error {
+	if d.broken.Load() {
+		return d.damage()
+	}
+	ch := make(chan error, 1)
+	go func() { ch <- d.guard(f) }()
+	select {
+	case err := <-ch:
+		return err
+	case <-d.brokenCh:
+		return d.damage()
+	}
+}
+
+// damage returns the error that marked the cache damaged.
+func (d *DB) damage() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.err
 }
 
 func hasBuckets(tx *bolt.Tx) bool {
@@ -276,7 +335,11 @@ func (r *Reader) Get(k []byte, m Meta, dst []byte) (out []byte, ok bool) {
 		}
 	}()
 	if r.tx == nil {
-		tx, err := d.db.Begin(false)
+		var tx *bolt.Tx
+		err := d.call(func() (err error) {
+			tx, err = d.db.Begin(false)
+			return err
+		})
 		if err != nil {
 			return dst, false
 		}
@@ -293,11 +356,18 @@ func (r *Reader) Get(k []byte, m Meta, dst []byte) (out []byte, ok bool) {
 }
 
 // Release ends the Reader's transaction, letting the writer grow the file.
+// Once the cache is damaged the transaction is dropped: bbolt's locks may be
+// held for good, and nothing waits for them any more (see call).
 func (r *Reader) Release() {
-	if r.tx != nil {
-		// Ending a read transaction does not read the map: it cannot fault.
-		r.tx.Rollback()
-		r.tx, r.b = nil, nil
+	if r.tx == nil {
+		return
+	}
+	tx := r.tx
+	r.tx, r.b = nil, nil
+	if !r.db.broken.Load() {
+		// Ending a read transaction does not read the map: it cannot fault,
+		// but it takes a lock a fault elsewhere can leave held.
+		r.db.call(tx.Rollback)
 	}
 }
 
@@ -377,7 +447,10 @@ func (d *DB) PutKey(k []byte, m Meta, digest []byte) {
 	v = append(v, digest...)
 	k = bytes.Clone(k)
 	le.PutUint32(v[crcOff:], entryCRC(k, v))
-	d.writes <- put{k, v}
+	select {
+	case d.writes <- put{k, v}:
+	case <-d.brokenCh: // the writer may be stuck in bbolt
+	}
 }
 
 // writer commits puts in large transactions: one per 8192 entries or 500 ms.
@@ -431,7 +504,7 @@ func (d *DB) PruneDue() bool {
 		return false
 	}
 	due := true
-	d.guard(func() error {
+	d.call(func() error {
 		return d.db.View(func(tx *bolt.Tx) error {
 			v := tx.Bucket(metaBucket).Get(prunedKey)
 			if len(v) == 8 {
@@ -450,7 +523,7 @@ func (d *DB) Prune(dirs []string) (int, error) {
 		return 0, nil
 	}
 	n := 0
-	err := d.guard(func() error {
+	err := d.call(func() error {
 		return d.db.Update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(entriesBucket)
 			var gone [][]byte // deleting while iterating can make a cursor skip keys
@@ -499,7 +572,7 @@ func under(p string, dirs []string) bool {
 // to be trusted to unmap and unlock cleanly, and the process ends soon.
 func (d *DB) closeDB() error {
 	if !d.broken.Load() {
-		if err := d.guard(d.db.Close); !errors.Is(err, ErrDamaged) {
+		if err := d.call(d.db.Close); !errors.Is(err, ErrDamaged) {
 			return err
 		}
 	}
@@ -513,7 +586,10 @@ func (d *DB) closeDB() error {
 func (d *DB) Close() error {
 	if d.writes != nil {
 		close(d.writes)
-		<-d.done
+		select {
+		case <-d.done:
+		case <-d.brokenCh: // the writer may be stuck in bbolt
+		}
 	}
 	err := d.closeDB()
 	d.mu.Lock()

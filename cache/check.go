@@ -32,6 +32,7 @@ const (
 	bucketHdrSize  = 16 // root pgid u64, sequence u64
 	branchPage     = 0x01
 	leafPage       = 0x02
+	metaPage       = 0x04
 	freelistPage   = 0x10
 	bucketLeaf     = 0x01
 	boltMagic      = 0xED0CDAED
