@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -383,5 +384,57 @@ func TestTruncatedWhileOpen(t *testing.T) {
 	}
 	if err := db.Close(); !errors.Is(err, ErrDamaged) {
 		t.Errorf("Close = %v, want ErrDamaged", err)
+	}
+}
+
+// A cache truncated while several workers look digests up and record new
+// ones: a fault can leave bbolt's locks held (beginTx faults holding its
+// metalock), and a worker that then waits for them in Begin, Rollback or the
+// writer's queue would never finish. Each round must end, cache damaged.
+func TestTruncatedWhileOpenWorkers(t *testing.T) {
+	good := goodCache(t)
+	dir := t.TempDir()
+	for round := range 20 {
+		p := filepath.Join(dir, fmt.Sprint(round, ".db"))
+		if err := os.WriteFile(p, good, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		db, err := Open(t.Context(), p, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		finished := make(chan error)
+		go func() {
+			var wg sync.WaitGroup
+			for w := range 6 {
+				wg.Go(func() {
+					r := db.NewReader()
+					for i := range 3000 {
+						k := key(fmt.Sprintf("/tree/d%02d/f%05d", i%17, i), "sha256")
+						if _, ok := r.Get(k, Meta{Dev: 1, Ino: uint64(i), Size: int64(i)}, nil); !ok || i%7 == w {
+							r.Release()
+							db.Put(fmt.Sprintf("/new/%d/f%05d", w, i), "sha256", Meta{}, make([]byte, 32))
+						}
+						if i%50 == 0 {
+							r.Release()
+						}
+					}
+					r.Release()
+				})
+			}
+			time.Sleep(time.Duration(round%5) * time.Millisecond)
+			os.Truncate(p, int64(round%3)*int64(os.Getpagesize()))
+			wg.Wait()
+			db.PruneDue()
+			finished <- db.Close()
+		}()
+		select {
+		case err := <-finished:
+			if err != nil && !errors.Is(err, ErrDamaged) {
+				t.Errorf("round %d: Close = %v, want nil or ErrDamaged", round, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("round %d: the workers did not finish", round)
+		}
 	}
 }
