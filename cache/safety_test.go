@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -436,5 +437,49 @@ func TestTruncatedWhileOpenWorkers(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			t.Fatalf("round %d: the workers did not finish", round)
 		}
+	}
+}
+
+// A bucket whose flag was lost is a plain value to bbolt, which then answers
+// "incompatible value": damaged, with the same advice as other damage.
+func TestLostBucketFlag(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.db")
+	db, err := Open(t.Context(), p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Put("/f", "sha256", Meta{}, make([]byte, 32))
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, le, cleared := os.Getpagesize(), binary.LittleEndian, 0
+	for off := 2 * ps; off+ps <= len(b); off += ps {
+		pg := b[off : off+ps]
+		if le.Uint16(pg[8:]) != leafPage {
+			continue
+		}
+		for i := range int(le.Uint16(pg[10:])) {
+			e := pg[pageHeaderSize+i*elemSize:]
+			pos, ksize := int(le.Uint32(e[4:])), int(le.Uint32(e[8:]))
+			k := pageHeaderSize + i*elemSize + pos
+			if le.Uint32(e) == bucketLeaf && k+ksize <= ps && string(pg[k:k+ksize]) == string(entriesBucket) {
+				le.PutUint32(e, 0)
+				cleared++
+			}
+		}
+	}
+	if cleared == 0 {
+		t.Fatal("no entries bucket found in the file")
+	}
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(t.Context(), p, false)
+	if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "use --cache-reset to rebuild it") {
+		t.Errorf("Open = %v, want damaged: use --cache-reset to rebuild it", err)
 	}
 }
