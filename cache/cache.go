@@ -12,7 +12,9 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,7 +112,7 @@ func Open(ctx context.Context, path string, reset bool) (*DB, error) {
 	}
 	fresh := st.Size() == 0
 	if !fresh {
-		if err := checkFile(f, st.Size()); err != nil {
+		if err := checkFile(f, st.Size(), !ro); err != nil {
 			f.Close()
 			return nil, err
 		}
@@ -248,11 +250,21 @@ func (d *DB) guard(f func() error) (err error) {
 	defer func() {
 		debug.SetPanicOnFault(old)
 		if p := recover(); p != nil {
-			err = damagedf("%v", p)
+			err = panicDamage(p)
 			d.fail(err)
 		}
 	}()
 	return f()
+}
+
+// panicDamage describes a panic in bbolt: a fault on its map means the file
+// lost pages while open (something truncated it), other panics are bbolt's
+// own on a page it found wrong.
+func panicDamage(p any) error {
+	if e, ok := p.(runtime.Error); ok && strings.Contains(e.Error(), "invalid memory address") {
+		return damagedf("a page of it could not be read: it shrank while in use")
+	}
+	return damagedf("%v", p)
 }
 
 func (d *DB) fail(err error) {
@@ -329,7 +341,7 @@ func (r *Reader) Get(k []byte, m Meta, dst []byte) (out []byte, ok bool) {
 	defer func() {
 		debug.SetPanicOnFault(old)
 		if p := recover(); p != nil {
-			d.fail(damagedf("%v", p))
+			d.fail(panicDamage(p))
 			r.Release()
 			out, ok = dst, false
 		}

@@ -483,3 +483,92 @@ func TestLostBucketFlag(t *testing.T) {
 		t.Errorf("Open = %v, want damaged: use --cache-reset to rebuild it", err)
 	}
 }
+
+// A cache written without a freelist (pbatch before it kept one) gets one
+// from checkFile before bbolt opens it to write, so that bbolt does not walk
+// the tree in a goroutine of its own where a fault kills the process; the
+// list must be exactly the pages no bucket uses, as bbolt's Check sees it.
+func TestOldFreelistSynced(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.db")
+	b, err := bolt.Open(p, 0o600, &bolt.Options{NoFreelistSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyOf := func(i int) []byte { return key(fmt.Sprintf("/tree/f%05d", i), "sha256") }
+	err = b.Update(func(tx *bolt.Tx) error {
+		m, _ := tx.CreateBucket(metaBucket)
+		m.Put(formatKey, formatValue)
+		e, _ := tx.CreateBucket(entriesBucket)
+		for i := range 5000 {
+			e.Put(keyOf(i), make([]byte, metaLen+32))
+		}
+		return nil
+	})
+	if err == nil {
+		err = b.Update(func(tx *bolt.Tx) error {
+			e := tx.Bucket(entriesBucket)
+			for i := 0; i < 5000; i += 2 {
+				e.Delete(keyOf(i))
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	freelistOf := func() uint64 {
+		f, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps := os.Getpagesize()
+		m0, m1 := parseMeta(f[:ps]), parseMeta(f[ps:2*ps])
+		if m1.txid > m0.txid {
+			return m1.freelist
+		}
+		return m0.freelist
+	}
+	if freelistOf() != noFreelist {
+		t.Fatal("the test cache has a freelist")
+	}
+	// checkFile itself writes it, before bbolt sees the file.
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := f.Stat()
+	err = checkFile(f, st.Size(), true)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if freelistOf() == noFreelist {
+		t.Fatal("no freelist in the file after checkFile")
+	}
+	boltCheck := func(when string) {
+		b, err := bolt.Open(p, 0o600, &bolt.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		b.View(func(tx *bolt.Tx) error {
+			for err := range tx.Check() {
+				t.Errorf("%s: bbolt's check: %v", when, err)
+			}
+			if n := tx.Bucket(entriesBucket).Stats().KeyN; n != 2500 {
+				t.Errorf("%s: %d entries, want 2500", when, n)
+			}
+			return nil
+		})
+	}
+	boltCheck("after checkFile")
+	db, err := Open(t.Context(), p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	boltCheck("after a run")
+}
