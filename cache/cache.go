@@ -378,8 +378,9 @@ func (r *Reader) Release() {
 	r.tx, r.b = nil, nil
 	if !r.db.broken.Load() {
 		// Ending a read transaction does not read the map: it cannot fault,
-		// but it takes a lock a fault elsewhere can leave held.
-		r.db.call(tx.Rollback)
+		// but it takes a lock a fault elsewhere can leave held. It lets go
+		// of the map first, and nothing needs to wait for the rest.
+		go tx.Rollback()
 	}
 }
 
