@@ -72,6 +72,13 @@ type DB struct {
 	once     sync.Once
 	mu       sync.Mutex
 	err      error // first damage or write error
+
+	// The Readers of the run, whose released transactions are kept for
+	// their next Get unless a commit is under way (committing), so that a
+	// lookup, a miss and its Put do not cost a transaction each.
+	readersMu  sync.Mutex
+	readers    []*Reader
+	committing atomic.Bool
 }
 
 type put struct {
@@ -322,13 +329,36 @@ func AppendKey(b []byte, alg, path string) []byte {
 // Reader looks digests up for one goroutine, in one read transaction kept
 // until Release, so that a batch of lookups pays for one transaction.
 type Reader struct {
-	db *DB
-	tx *bolt.Tx
-	b  *bolt.Bucket
+	db   *DB
+	tx   *bolt.Tx
+	b    *bolt.Bucket
+	idle atomic.Pointer[bolt.Tx] // released, kept for the next Get; see reclaim
+	keep bool                    // registered with db: may keep an idle transaction
 }
 
 // NewReader returns a Reader; it holds no transaction until the first Get.
-func (d *DB) NewReader() *Reader { return &Reader{db: d} }
+// Readers last as long as the DB (one per worker).
+func (d *DB) NewReader() *Reader {
+	r := &Reader{db: d, keep: true}
+	d.readersMu.Lock()
+	d.readers = append(d.readers, r)
+	d.readersMu.Unlock()
+	return r
+}
+
+// reclaim ends the transactions Readers released and kept, before a commit
+// (which may have to wait for every open transaction to remap the file) and
+// before Close. A Reader that releases one meanwhile sees committing and ends
+// it itself.
+func (d *DB) reclaim() {
+	d.readersMu.Lock()
+	defer d.readersMu.Unlock()
+	for _, r := range d.readers {
+		if tx := r.idle.Swap(nil); tx != nil && !d.broken.Load() {
+			go tx.Rollback()
+		}
+	}
+}
 
 // Get is DB.Get for a key made by AppendKey. The caller must Release before
 // anything that can wait on the cache's writer (Put).
@@ -346,6 +376,11 @@ func (r *Reader) Get(k []byte, m Meta, dst []byte) (out []byte, ok bool) {
 			out, ok = dst, false
 		}
 	}()
+	if r.tx == nil && !d.committing.Load() {
+		if tx := r.idle.Swap(nil); tx != nil {
+			r.tx, r.b = tx, tx.Bucket(entriesBucket)
+		}
+	}
 	if r.tx == nil {
 		var tx *bolt.Tx
 		err := d.call(func() (err error) {
@@ -374,9 +409,20 @@ func (r *Reader) Release() {
 	if r.tx == nil {
 		return
 	}
-	tx := r.tx
+	d, tx := r.db, r.tx
 	r.tx, r.b = nil, nil
-	if !r.db.broken.Load() {
+	if r.keep {
+		if old := r.idle.Swap(tx); old != nil && !d.broken.Load() {
+			go old.Rollback() // kept while a commit was under way
+		}
+		if !d.committing.Load() {
+			return
+		}
+		if tx = r.idle.Swap(nil); tx == nil {
+			return // reclaimed
+		}
+	}
+	if !d.broken.Load() {
 		// Ending a read transaction does not read the map: it cannot fault,
 		// but it takes a lock a fault elsewhere can leave held. It lets go
 		// of the map first, and nothing needs to wait for the rest.
@@ -435,7 +481,7 @@ func match(k, v []byte, m Meta, dst []byte) (out []byte, ok, bad bool) {
 // Get returns the digest cached for path under alg if m matches what was
 // recorded, appended to dst.
 func (d *DB) Get(path, alg string, m Meta, dst []byte) ([]byte, bool) {
-	r := d.NewReader()
+	r := &Reader{db: d}
 	defer r.Release()
 	return r.Get(key(path, alg), m, dst)
 }
@@ -477,6 +523,9 @@ func (d *DB) writer() {
 			batch = batch[:0]
 			return
 		}
+		d.committing.Store(true)
+		defer d.committing.Store(false)
+		d.reclaim()
 		err := d.guard(func() error {
 			return d.db.Update(func(tx *bolt.Tx) error {
 				b := tx.Bucket(entriesBucket)
@@ -536,6 +585,9 @@ func (d *DB) Prune(dirs []string) (int, error) {
 		return 0, nil
 	}
 	n := 0
+	d.committing.Store(true)
+	defer d.committing.Store(false)
+	d.reclaim()
 	err := d.call(func() error {
 		return d.db.Update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(entriesBucket)
@@ -604,6 +656,8 @@ func (d *DB) Close() error {
 		case <-d.brokenCh: // the writer may be stuck in bbolt
 		}
 	}
+	d.committing.Store(true) // from now on, no Reader keeps a transaction
+	d.reclaim()
 	err := d.closeDB()
 	d.mu.Lock()
 	defer d.mu.Unlock()
