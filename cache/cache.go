@@ -147,11 +147,20 @@ func Open(ctx context.Context, path string, reset bool) (*DB, error) {
 	d := &DB{file: f, readOnly: why, stamp: timeNow().UnixNano(), brokenCh: make(chan struct{})}
 	// A new cache that cannot be written out (no space, no quota) is left
 	// empty, as it was found, and the run goes on without it.
+	// bbolt closes the descriptor when its Open fails: keep one to do that.
+	keep := -1
+	if fresh && !ro {
+		if keep, err = unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("dup: %w", err)
+		}
+		defer unix.Close(keep)
+	}
 	unfinished := func(err error) error {
-		if !fresh || errors.Is(err, ErrDamaged) || errors.Is(err, ErrForeign) {
+		if keep < 0 || errors.Is(err, ErrDamaged) || errors.Is(err, ErrForeign) {
 			return err
 		}
-		unix.Ftruncate(int(f.Fd()), 0)
+		unix.Ftruncate(keep, 0)
 		return unavailable("cannot be created: %w", err)
 	}
 	err = d.guard(func() (err error) {
