@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -134,4 +135,43 @@ func TestLockWaitEndsOnSignal(t *testing.T) {
 		t.Errorf("stdout %q, want nothing: nothing may run without the lock", s)
 	}
 	_ = holder
+}
+
+// A cache truncated while bbolt opens it (after pbatch checked it, before
+// bbolt reads its pages) must not crash pbatch: with no freelist in the file,
+// bbolt rebuilt it in a goroutine of its own, where the fault was SIGBUS and
+// exit 2. strace holds bbolt's mmap of the file for 1.5 s, the truncation
+// comes in the middle.
+func TestCacheTruncatedDuringOpen(t *testing.T) {
+	czNeed(t, "strace")
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "t")
+	if err := os.Mkdir(tree, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3000 {
+		czWrite(t, filepath.Join(tree, "f"+strconv.Itoa(i)), []byte(strconv.Itoa(i)), 0o644)
+	}
+	db := filepath.Join(dir, "c.db")
+	czMust(t, 0, dir, "hash", "-q", "--cache="+db, "t")
+	cmd := exec.Command("strace", "-f", "-o", "/dev/null", "-P", db, "-e", "trace=mmap",
+		"-e", "inject=mmap:delay_exit=1500000", pbatchBin(t), "hash", "-q", "--cache="+db, "t")
+	cmd.Dir = dir
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond)
+	if err := os.Truncate(db, 8192); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	code := cmd.ProcessState.ExitCode()
+	if strings.Contains(stderr.String(), "fatal error") || code == 2 || code < 0 {
+		t.Fatalf("exit %d (%v), stderr:\n%.2000s", code, err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "damaged") {
+		t.Errorf("exit %d, stderr %q: want the cache reported damaged", code, stderr.String())
+	}
 }

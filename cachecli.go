@@ -14,7 +14,8 @@ import (
 
 // openCache opens --cache for a run. A cache held by another run, or one an
 // older pbatch wrote that cannot be rebuilt now, is not an error: this run goes
-// on without it and says so; one that cannot be written is used read-only, and
+// on without it and says so, as when it cannot be created (a read-only file
+// system, no space); one that cannot be written is used read-only, and
 // one found damaged during the run is dropped from then on, each with a line.
 func (o *engineOpts) openCache(ctx context.Context, cmd string, roots []string, ro tasks.ReadOptions, stderr io.Writer) (tasks.ReadOptions, func(), error) {
 	noop := func() {}
@@ -30,7 +31,7 @@ func (o *engineOpts) openCache(ctx context.Context, cmd string, roots []string, 
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return ro, noop, exitError{exitFailed} // a signal ended the wait: run dies by it
-	case errors.Is(err, cache.ErrBusy), errors.Is(err, cache.ErrOldReadOnly):
+	case errors.Is(err, cache.ErrBusy), errors.Is(err, cache.ErrOldReadOnly), errors.Is(err, cache.ErrCannotCreate):
 		fmt.Fprintf(stderr, "pbatch: cache %s: %s: running without it\n", quoteName(path), err)
 		return ro, noop, nil
 	case err != nil:

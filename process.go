@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -18,12 +19,21 @@ const exitLocked = 75
 
 // takeLock takes an exclusive flock on path before anything is touched. The lock
 // belongs to the open descriptor, so it dies with the process: no stale PID
-// files. The file is opened without following a symlink, created 0600 if
-// missing, never truncated, and must pass cache.CheckOwned: a lock file that
-// another user owns or can open lets that user hold it and stop every run.
+// files. Its directory is reached as the cache's is (cache.OpenDir: no
+// directory or symlink another user controls); the file is opened without
+// following a symlink, created 0600 if missing, never truncated, and must pass
+// cache.CheckOwned and be readable by no one else: flock works on a descriptor
+// open for reading, so any user who can read the file can hold the lock and
+// stop every run.
 // With wait > 0 it retries until the deadline, and stops at the first signal.
 func takeLock(ctx context.Context, path string, wait time.Duration) (int, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0o600)
+	clean := filepath.Clean(path)
+	dfd, err := cache.OpenDir(filepath.Dir(clean), false)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(dfd)
+	fd, err := unix.Openat(dfd, filepath.Base(clean), unix.O_RDONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0o600)
 	if err == unix.ELOOP {
 		return -1, fmt.Errorf("a symlink: %w", cache.ErrNotSafe)
 	}
@@ -38,6 +48,10 @@ func takeLock(ctx context.Context, path string, wait time.Duration) (int, error)
 	if err := cache.CheckOwned(&st); err != nil {
 		unix.Close(fd)
 		return -1, err
+	}
+	if st.Mode&0o044 != 0 {
+		unix.Close(fd)
+		return -1, fmt.Errorf("readable by group or others (mode %04o), who could hold the lock: chmod 600 it", st.Mode&0o7777)
 	}
 	if err := cache.WaitLock(ctx, fd, unix.LOCK_EX, wait); err != nil {
 		unix.Close(fd)

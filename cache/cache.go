@@ -12,20 +12,25 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
 )
 
 var (
 	// ErrBusy means another run holds the cache: the caller runs without it.
 	ErrBusy = errors.New("in use by another run")
-	// ErrForeign means the file is not a pbatch cache (or is corrupt).
-	ErrForeign = errors.New("not a pbatch cache, or corrupt (use --cache-reset to rebuild it)")
+	// ErrForeign means the file is not a pbatch cache (or is corrupt beyond
+	// recognition). It does not suggest --cache-reset: the file may well be
+	// someone's data, named by mistake.
+	ErrForeign = errors.New("not a pbatch cache, or corrupt: remove it or give another --cache")
 	// ErrOldReadOnly means the cache was written by an older pbatch, whose
 	// entries cannot be trusted, and cannot be rebuilt: the caller runs without it.
 	ErrOldReadOnly = errors.New("written by an older pbatch and cannot be written now")
@@ -62,9 +67,18 @@ type DB struct {
 	stamp    int64    // when this run opened the cache, recorded with every entry
 	writes   chan put // nil when read-only
 	done     chan struct{}
-	broken   atomic.Bool // a fault or panic in bbolt: the cache is no longer used
+	broken   atomic.Bool   // a fault or panic in bbolt: the cache is no longer used
+	brokenCh chan struct{} // closed when broken is set
+	once     sync.Once
 	mu       sync.Mutex
 	err      error // first damage or write error
+
+	// The Readers of the run, whose released transactions are kept for
+	// their next Get unless a commit is under way (committing), so that a
+	// lookup, a miss and its Put do not cost a transaction each.
+	readersMu  sync.Mutex
+	readers    []*Reader
+	committing atomic.Bool
 }
 
 type put struct {
@@ -101,18 +115,23 @@ func Open(ctx context.Context, path string, reset bool) (*DB, error) {
 	}
 	if st.Size() == 0 && ro {
 		f.Close()
-		return nil, fmt.Errorf("empty, and cannot be written: %w", why)
+		return nil, unavailable("empty, and cannot be written: %w", why)
 	}
-	if st.Size() > 0 {
-		if err := checkFile(f, st.Size()); err != nil {
+	fresh := st.Size() == 0
+	if !fresh {
+		if err := checkFile(f, st.Size(), !ro); err != nil {
 			f.Close()
 			return nil, err
 		}
 	}
 	handed := false
 	opts := &bolt.Options{
-		ReadOnly:       ro,
-		NoFreelistSync: true,
+		ReadOnly: ro,
+		// With the freelist in the file, bbolt reads it where it is asked
+		// to, under guard; without, it rebuilds it at each open by walking
+		// the tree in a goroutine of its own, where a fault cannot be
+		// recovered.
+		NoFreelistSync: false,
 		// The descriptor is locked already, so bbolt's flock succeeds at once;
 		// a timeout all the same, so that nothing here can wait forever.
 		Timeout: busyWait,
@@ -125,17 +144,35 @@ func Open(ctx context.Context, path string, reset bool) (*DB, error) {
 			return f, nil
 		},
 	}
-	d := &DB{file: f, readOnly: why, stamp: timeNow().UnixNano()}
+	d := &DB{file: f, readOnly: why, stamp: timeNow().UnixNano(), brokenCh: make(chan struct{})}
+	// A new cache that cannot be written out (no space, no quota) is left
+	// empty, as it was found, and the run goes on without it.
+	// bbolt closes the descriptor when its Open fails: keep one to do that.
+	keep := -1
+	if fresh && !ro {
+		if keep, err = unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("dup: %w", err)
+		}
+		defer unix.Close(keep)
+	}
+	unfinished := func(err error) error {
+		if keep < 0 || errors.Is(err, ErrDamaged) || errors.Is(err, ErrForeign) {
+			return err
+		}
+		unix.Ftruncate(keep, 0)
+		return unavailable("cannot be created: %w", err)
+	}
 	err = d.guard(func() (err error) {
 		d.db, err = bolt.Open(path, 0o600, opts)
 		return err
 	})
 	if err != nil {
-		f.Close() // bbolt closed it already unless it panicked
-		if errors.Is(err, ErrDamaged) {
-			return nil, err
+		if err = unfinished(err); !errors.Is(err, ErrDamaged) && !errors.Is(err, ErrCannotCreate) {
+			err = fmt.Errorf("%w: %v", ErrForeign, err)
 		}
-		return nil, fmt.Errorf("%w: %v", ErrForeign, err)
+		f.Close() // bbolt closed it already unless it panicked
+		return nil, err
 	}
 	if ro {
 		err = d.guard(func() error { return d.db.View(checkFormatRO) })
@@ -143,6 +180,7 @@ func Open(ctx context.Context, path string, reset bool) (*DB, error) {
 		err = d.guard(func() error { return d.db.Update(checkFormat) })
 	}
 	if err != nil {
+		err = unfinished(err)
 		d.closeDB()
 		return nil, err
 	}
@@ -156,6 +194,19 @@ func Open(ctx context.Context, path string, reset bool) (*DB, error) {
 // checkFormat makes sure the file is a pbatch cache of this format, starting
 // one in a new file and dropping the entries of an older format.
 func checkFormat(tx *bolt.Tx) error {
+	return lostBucket(checkFormatRW(tx))
+}
+
+// lostBucket names bbolt's error for a bucket that is a plain value now (its
+// flag lost) as the damage it is.
+func lostBucket(err error) error {
+	if errors.Is(err, berrors.ErrIncompatibleValue) {
+		return damagedf("a bucket is stored as a value")
+	}
+	return err
+}
+
+func checkFormatRW(tx *bolt.Tx) error {
 	m := tx.Bucket(metaBucket)
 	if m == nil {
 		// A new file holds no bucket at all; any other bbolt file is foreign.
@@ -215,11 +266,21 @@ func (d *DB) guard(f func() error) (err error) {
 	defer func() {
 		debug.SetPanicOnFault(old)
 		if p := recover(); p != nil {
-			err = damagedf("%v", p)
+			err = panicDamage(p)
 			d.fail(err)
 		}
 	}()
 	return f()
+}
+
+// panicDamage describes a panic in bbolt: a fault on its map means the file
+// lost pages while open (something truncated it), other panics are bbolt's
+// own on a page it found wrong.
+func panicDamage(p any) error {
+	if e, ok := p.(runtime.Error); ok && strings.Contains(e.Error(), "invalid memory address") {
+		return damagedf("a page of it could not be read: it shrank while in use")
+	}
+	return damagedf("%v", p)
 }
 
 func (d *DB) fail(err error) {
@@ -230,7 +291,33 @@ func (d *DB) fail(err error) {
 	d.mu.Unlock()
 	if errors.Is(err, ErrDamaged) {
 		d.broken.Store(true)
+		d.once.Do(func() { close(d.brokenCh) })
 	}
+}
+
+// call runs f, which takes bbolt's locks, under guard in a goroutine of its
+// own, and stops waiting for it once the cache is found damaged: a fault or
+// panic inside bbolt can leave its locks held, and f would then wait forever.
+// Such a goroutine is left behind; the process ends soon.
+func (d *DB) call(f func() error) error {
+	if d.broken.Load() {
+		return d.damage()
+	}
+	ch := make(chan error, 1)
+	go func() { ch <- d.guard(f) }()
+	select {
+	case err := <-ch:
+		return err
+	case <-d.brokenCh:
+		return d.damage()
+	}
+}
+
+// damage returns the error that marked the cache damaged.
+func (d *DB) damage() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.err
 }
 
 func hasBuckets(tx *bolt.Tx) bool {
@@ -251,13 +338,36 @@ func AppendKey(b []byte, alg, path string) []byte {
 // Reader looks digests up for one goroutine, in one read transaction kept
 // until Release, so that a batch of lookups pays for one transaction.
 type Reader struct {
-	db *DB
-	tx *bolt.Tx
-	b  *bolt.Bucket
+	db   *DB
+	tx   *bolt.Tx
+	b    *bolt.Bucket
+	idle atomic.Pointer[bolt.Tx] // released, kept for the next Get; see reclaim
+	keep bool                    // registered with db: may keep an idle transaction
 }
 
 // NewReader returns a Reader; it holds no transaction until the first Get.
-func (d *DB) NewReader() *Reader { return &Reader{db: d} }
+// Readers last as long as the DB (one per worker).
+func (d *DB) NewReader() *Reader {
+	r := &Reader{db: d, keep: true}
+	d.readersMu.Lock()
+	d.readers = append(d.readers, r)
+	d.readersMu.Unlock()
+	return r
+}
+
+// reclaim ends the transactions Readers released and kept, before a commit
+// (which may have to wait for every open transaction to remap the file) and
+// before Close. A Reader that releases one meanwhile sees committing and ends
+// it itself.
+func (d *DB) reclaim() {
+	d.readersMu.Lock()
+	defer d.readersMu.Unlock()
+	for _, r := range d.readers {
+		if tx := r.idle.Swap(nil); tx != nil && !d.broken.Load() {
+			go tx.Rollback()
+		}
+	}
+}
 
 // Get is DB.Get for a key made by AppendKey. The caller must Release before
 // anything that can wait on the cache's writer (Put).
@@ -270,13 +380,22 @@ func (r *Reader) Get(k []byte, m Meta, dst []byte) (out []byte, ok bool) {
 	defer func() {
 		debug.SetPanicOnFault(old)
 		if p := recover(); p != nil {
-			d.fail(damagedf("%v", p))
+			d.fail(panicDamage(p))
 			r.Release()
 			out, ok = dst, false
 		}
 	}()
+	if r.tx == nil && !d.committing.Load() {
+		if tx := r.idle.Swap(nil); tx != nil {
+			r.tx, r.b = tx, tx.Bucket(entriesBucket)
+		}
+	}
 	if r.tx == nil {
-		tx, err := d.db.Begin(false)
+		var tx *bolt.Tx
+		err := d.call(func() (err error) {
+			tx, err = d.db.Begin(false)
+			return err
+		})
 		if err != nil {
 			return dst, false
 		}
@@ -293,11 +412,30 @@ func (r *Reader) Get(k []byte, m Meta, dst []byte) (out []byte, ok bool) {
 }
 
 // Release ends the Reader's transaction, letting the writer grow the file.
+// Once the cache is damaged the transaction is dropped: bbolt's locks may be
+// held for good, and nothing waits for them any more (see call).
 func (r *Reader) Release() {
-	if r.tx != nil {
-		// Ending a read transaction does not read the map: it cannot fault.
-		r.tx.Rollback()
-		r.tx, r.b = nil, nil
+	if r.tx == nil {
+		return
+	}
+	d, tx := r.db, r.tx
+	r.tx, r.b = nil, nil
+	if r.keep {
+		if old := r.idle.Swap(tx); old != nil && !d.broken.Load() {
+			go old.Rollback() // kept while a commit was under way
+		}
+		if !d.committing.Load() {
+			return
+		}
+		if tx = r.idle.Swap(nil); tx == nil {
+			return // reclaimed
+		}
+	}
+	if !d.broken.Load() {
+		// Ending a read transaction does not read the map: it cannot fault,
+		// but it takes a lock a fault elsewhere can leave held. It lets go
+		// of the map first, and nothing needs to wait for the rest.
+		go tx.Rollback()
 	}
 }
 
@@ -352,7 +490,7 @@ func match(k, v []byte, m Meta, dst []byte) (out []byte, ok, bad bool) {
 // Get returns the digest cached for path under alg if m matches what was
 // recorded, appended to dst.
 func (d *DB) Get(path, alg string, m Meta, dst []byte) ([]byte, bool) {
-	r := d.NewReader()
+	r := &Reader{db: d}
 	defer r.Release()
 	return r.Get(key(path, alg), m, dst)
 }
@@ -377,7 +515,10 @@ func (d *DB) PutKey(k []byte, m Meta, digest []byte) {
 	v = append(v, digest...)
 	k = bytes.Clone(k)
 	le.PutUint32(v[crcOff:], entryCRC(k, v))
-	d.writes <- put{k, v}
+	select {
+	case d.writes <- put{k, v}:
+	case <-d.brokenCh: // the writer may be stuck in bbolt
+	}
 }
 
 // writer commits puts in large transactions: one per 8192 entries or 500 ms.
@@ -391,6 +532,9 @@ func (d *DB) writer() {
 			batch = batch[:0]
 			return
 		}
+		d.committing.Store(true)
+		defer d.committing.Store(false)
+		d.reclaim()
 		err := d.guard(func() error {
 			return d.db.Update(func(tx *bolt.Tx) error {
 				b := tx.Bucket(entriesBucket)
@@ -431,7 +575,7 @@ func (d *DB) PruneDue() bool {
 		return false
 	}
 	due := true
-	d.guard(func() error {
+	d.call(func() error {
 		return d.db.View(func(tx *bolt.Tx) error {
 			v := tx.Bucket(metaBucket).Get(prunedKey)
 			if len(v) == 8 {
@@ -450,7 +594,10 @@ func (d *DB) Prune(dirs []string) (int, error) {
 		return 0, nil
 	}
 	n := 0
-	err := d.guard(func() error {
+	d.committing.Store(true)
+	defer d.committing.Store(false)
+	d.reclaim()
+	err := d.call(func() error {
 		return d.db.Update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(entriesBucket)
 			var gone [][]byte // deleting while iterating can make a cursor skip keys
@@ -499,7 +646,7 @@ func under(p string, dirs []string) bool {
 // to be trusted to unmap and unlock cleanly, and the process ends soon.
 func (d *DB) closeDB() error {
 	if !d.broken.Load() {
-		if err := d.guard(d.db.Close); !errors.Is(err, ErrDamaged) {
+		if err := d.call(d.db.Close); !errors.Is(err, ErrDamaged) {
 			return err
 		}
 	}
@@ -513,8 +660,13 @@ func (d *DB) closeDB() error {
 func (d *DB) Close() error {
 	if d.writes != nil {
 		close(d.writes)
-		<-d.done
+		select {
+		case <-d.done:
+		case <-d.brokenCh: // the writer may be stuck in bbolt
+		}
 	}
+	d.committing.Store(true) // from now on, no Reader keeps a transaction
+	d.reclaim()
 	err := d.closeDB()
 	d.mu.Lock()
 	defer d.mu.Unlock()

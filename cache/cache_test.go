@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -66,7 +67,15 @@ func TestForeignAndCorruptFiles(t *testing.T) {
 	if _, err := Open(t.Context(), other, false); !errors.Is(err, ErrForeign) {
 		t.Errorf("another program's bbolt file: %v, want ErrForeign", err)
 	}
-	db, err := Open(t.Context(), garbage, true)
+	// Reset empties a bbolt file (of any program: it was named as the cache),
+	// never another file.
+	if _, err := Open(t.Context(), garbage, true); err == nil || !strings.Contains(err.Error(), "not a bbolt file") {
+		t.Errorf("reset of a file that is not bbolt's: %v, want refused", err)
+	}
+	if st, err := os.Stat(garbage); err != nil || st.Size() != 15000 {
+		t.Errorf("garbage file after a refused reset: %v, %v", st, err)
+	}
+	db, err := Open(t.Context(), other, true)
 	if err != nil {
 		t.Fatalf("reset: %v", err)
 	}

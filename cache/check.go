@@ -8,6 +8,8 @@ import (
 	"hash/fnv"
 	"io"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrDamaged means the file is a bbolt database whose structure is broken
@@ -32,6 +34,7 @@ const (
 	bucketHdrSize  = 16 // root pgid u64, sequence u64
 	branchPage     = 0x01
 	leafPage       = 0x02
+	metaPage       = 0x04
 	freelistPage   = 0x10
 	bucketLeaf     = 0x01
 	boltMagic      = 0xED0CDAED
@@ -70,7 +73,12 @@ func parseMeta(page []byte) boltMeta {
 // pread first: inside the file, of a known type, its elements inside it,
 // referenced once (no cycles). That is one more read of the file, as bbolt's
 // own walk is.
-func checkFile(f *os.File, size int64) error {
+//
+// With writable, a file whose freelist was not written (by pbatch before it
+// kept one) gets one, made from the pages the walk did not reach: otherwise
+// bbolt, opening it to write, makes that list by walking the tree in its own
+// goroutine.
+func checkFile(f *os.File, size int64, writable bool) error {
 	ps, err := pageSize(f, size)
 	if err != nil {
 		return err
@@ -88,12 +96,13 @@ func checkFile(f *os.File, size int64) error {
 		return err
 	}
 	m0, m1 := parseMeta(p0), parseMeta(p1)
-	m := m0
+	m, mp := m0, p0
 	if m1.txid > m0.txid {
 		m, m1 = m1, m0
+		mp, p1 = p1, p0
 	}
 	if !m.valid {
-		m = m1
+		m, mp = m1, p1
 	}
 	if !m.valid {
 		return ErrForeign
@@ -108,6 +117,59 @@ func checkFile(f *os.File, size int64) error {
 	}
 	if m.freelist != noFreelist {
 		return c.freelist(m.freelist)
+	}
+	if writable {
+		return c.writeFreelist(m, mp)
+	}
+	return nil
+}
+
+// writeFreelist writes the pages below the high water mark that the walk did
+// not reach as a freelist page after them, then a meta page naming it with
+// the next transaction id, as bbolt does when it first syncs a freelist.
+func (c *checker) writeFreelist(m boltMeta, mp []byte) error {
+	le := binary.LittleEndian
+	var ids []byte
+	n := uint64(0)
+	for p := uint64(2); p < c.hwm; p++ {
+		if c.seen[p/8]&(1<<(p%8)) == 0 {
+			ids = le.AppendUint64(ids, p)
+			n++
+		}
+	}
+	count := n
+	if n >= 0xFFFF {
+		ids = append(le.AppendUint64(nil, n), ids...)
+		count = 0xFFFF
+	}
+	pages := (pageHeaderSize + uint64(len(ids)) + c.ps - 1) / c.ps
+	fl := make([]byte, pages*c.ps)
+	le.PutUint64(fl[0:], c.hwm)
+	le.PutUint16(fl[8:], freelistPage)
+	le.PutUint16(fl[10:], uint16(count))
+	le.PutUint32(fl[12:], uint32(pages-1))
+	copy(fl[pageHeaderSize:], ids)
+	if _, err := c.f.WriteAt(fl, int64(c.hwm*c.ps)); err != nil {
+		return err
+	}
+	if err := unix.Fdatasync(int(c.f.Fd())); err != nil {
+		return &os.PathError{Op: "fdatasync", Path: c.f.Name(), Err: err}
+	}
+	meta := bytes.Clone(mp)
+	slot := (m.txid + 1) % 2
+	le.PutUint64(meta[0:], slot)
+	b := meta[pageHeaderSize:]
+	le.PutUint64(b[32:], c.hwm)
+	le.PutUint64(b[40:], c.hwm+pages)
+	le.PutUint64(b[48:], m.txid+1)
+	h := fnv.New64a()
+	h.Write(b[:56])
+	le.PutUint64(b[56:], h.Sum64())
+	if _, err := c.f.WriteAt(meta, int64(slot*c.ps)); err != nil {
+		return err
+	}
+	if err := unix.Fdatasync(int(c.f.Fd())); err != nil {
+		return &os.PathError{Op: "fdatasync", Path: c.f.Name(), Err: err}
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -10,52 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// openDir opens dir, creating what is missing one directory at a time (0700).
-// Each directory it creates is opened right after with O_NOFOLLOW beneath its
-// parent's descriptor, so a symlink put in its place is never followed;
-// directories that already exist are the user's choice and are resolved as
-// given (~/.cache may well be a symlink to another disk).
-func openDir(dir string) (int, error) {
-	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC
-	fd, err := unix.Open(dir, flags, 0)
-	if err != unix.ENOENT {
-		if err != nil {
-			return -1, &os.PathError{Op: "open", Path: dir, Err: err}
-		}
-		return fd, nil
-	}
-	parent, base := filepath.Dir(dir), filepath.Base(dir)
-	if parent == dir || base == "." || base == ".." {
-		return -1, &os.PathError{Op: "open", Path: dir, Err: err}
-	}
-	pfd, err := openDir(parent)
-	if err != nil {
-		return -1, err
-	}
-	defer unix.Close(pfd)
-	if err := unix.Mkdirat(pfd, base, 0o700); err != nil && err != unix.EEXIST {
-		return -1, &os.PathError{Op: "mkdir", Path: dir, Err: err}
-	}
-	fd, err = unix.Openat(pfd, base, flags|unix.O_NOFOLLOW, 0)
-	if err == unix.ELOOP || err == unix.ENOTDIR {
-		return -1, &os.PathError{Op: "mkdir", Path: dir, Err: errors.New("replaced by a symlink or a file: refusing to follow it")}
-	}
-	if err != nil {
-		return -1, &os.PathError{Op: "open", Path: dir, Err: err}
-	}
-	// In a directory others can write, the new directory could have been
-	// swapped for one of theirs before it was opened.
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil || st.Uid != uint32(os.Geteuid()) {
-		unix.Close(fd)
-		if err == nil {
-			err = fmt.Errorf("owned by uid %d once created: %w", st.Uid, ErrNotSafe)
-		}
-		return -1, &os.PathError{Op: "mkdir", Path: dir, Err: err}
-	}
-	return fd, nil
-}
 
 // ErrNotSafe wraps the reasons a cache or lock file is refused before it is
 // read: following them could make pbatch write where it should not, or trust
@@ -88,7 +43,7 @@ func CheckOwned(st *unix.Stat_t) error {
 // database in it), never removed by name.
 func openFile(ctx context.Context, path string, reset bool) (f *os.File, readOnly bool, why error, err error) {
 	clean := filepath.Clean(path) // "dir/" names dir, not a file in it
-	dfd, err := openDir(filepath.Dir(clean))
+	dfd, err := OpenDir(filepath.Dir(clean), true)
 	if err != nil {
 		return nil, false, nil, err
 	}
@@ -96,9 +51,10 @@ func openFile(ctx context.Context, path string, reset bool) (f *os.File, readOnl
 	base := filepath.Base(clean)
 	const flags = unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC
 	var fd int
+	creating := false
 	for range 3 {
 		fd, err = unix.Openat(dfd, base, unix.O_RDWR|flags, 0)
-		if err != unix.ENOENT {
+		if creating = err == unix.ENOENT; !creating {
 			break
 		}
 		fd, err = unix.Openat(dfd, base, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|flags, 0o600)
@@ -106,17 +62,17 @@ func openFile(ctx context.Context, path string, reset bool) (f *os.File, readOnl
 			break
 		}
 	}
-	switch err {
-	case nil:
-	case unix.EROFS, unix.EACCES, unix.EPERM, unix.ETXTBSY:
+	switch {
+	case err == nil:
+	case creating && err != unix.ELOOP:
+		// No space, no inodes, a read-only file system or directory.
+		return nil, false, nil, unavailable("cannot be created: %w", err)
+	case err == unix.EROFS, err == unix.EACCES, err == unix.EPERM, err == unix.ETXTBSY:
 		// Cannot write it (read-only file system, immutable, not ours to write):
 		// look digests up without saving new ones.
 		why = err
 		readOnly = true
 		fd, err = unix.Openat(dfd, base, unix.O_RDONLY|flags, 0)
-		if err == unix.ENOENT {
-			err = why // creating it failed
-		}
 	}
 	// Errors about the file itself carry no path: the caller names the cache.
 	if err == unix.ELOOP {
@@ -147,6 +103,10 @@ func openFile(ctx context.Context, path string, reset bool) (f *os.File, readOnl
 	if reset {
 		if readOnly {
 			return fail(fmt.Errorf("cannot reset it: %w", why))
+		}
+		// --cache=SHA256SUMS --cache-reset must not empty the manifest.
+		if st.Size > 0 && !looksBolt(f, st.Size) {
+			return fail(errors.New("not a bbolt file: not reset"))
 		}
 		if err := unix.Ftruncate(fd, 0); err != nil {
 			return fail(fmt.Errorf("truncate: %w", err))
@@ -183,4 +143,31 @@ func WaitLock(ctx context.Context, fd, how int, wait time.Duration) error {
 		case <-t.C:
 		}
 	}
+}
+
+// looksBolt reports whether f starts as a bbolt file does: a meta page (its
+// magic and version) first, or second at one of the page sizes bbolt allows,
+// whatever the rest (a damaged cache is to be reset too).
+func looksBolt(f *os.File, size int64) bool {
+	var b [pageHeaderSize + 8]byte
+	at := func(off int64) bool {
+		if off+int64(len(b)) > size {
+			return false
+		}
+		if _, err := f.ReadAt(b[:], off); err != nil {
+			return false
+		}
+		le := binary.LittleEndian
+		return le.Uint16(b[8:]) == metaPage && le.Uint32(b[pageHeaderSize:]) == boltMagic &&
+			le.Uint32(b[pageHeaderSize+4:]) == boltVersion
+	}
+	if at(0) {
+		return true
+	}
+	for i := range 15 {
+		if at(int64(1024) << i) {
+			return true
+		}
+	}
+	return false
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -384,4 +386,189 @@ func TestTruncatedWhileOpen(t *testing.T) {
 	if err := db.Close(); !errors.Is(err, ErrDamaged) {
 		t.Errorf("Close = %v, want ErrDamaged", err)
 	}
+}
+
+// A cache truncated while several workers look digests up and record new
+// ones: a fault can leave bbolt's locks held (beginTx faults holding its
+// metalock), and a worker that then waits for them in Begin, Rollback or the
+// writer's queue would never finish. Each round must end, cache damaged.
+func TestTruncatedWhileOpenWorkers(t *testing.T) {
+	good := goodCache(t)
+	dir := t.TempDir()
+	for round := range 20 {
+		p := filepath.Join(dir, fmt.Sprint(round, ".db"))
+		if err := os.WriteFile(p, good, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		db, err := Open(t.Context(), p, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		finished := make(chan error)
+		go func() {
+			var wg sync.WaitGroup
+			for w := range 6 {
+				wg.Go(func() {
+					r := db.NewReader()
+					for i := range 3000 {
+						k := key(fmt.Sprintf("/tree/d%02d/f%05d", i%17, i), "sha256")
+						if _, ok := r.Get(k, Meta{Dev: 1, Ino: uint64(i), Size: int64(i)}, nil); !ok || i%7 == w {
+							r.Release()
+							db.Put(fmt.Sprintf("/new/%d/f%05d", w, i), "sha256", Meta{}, make([]byte, 32))
+						}
+						if i%50 == 0 {
+							r.Release()
+						}
+					}
+					r.Release()
+				})
+			}
+			time.Sleep(time.Duration(round%5) * time.Millisecond)
+			os.Truncate(p, int64(round%3)*int64(os.Getpagesize()))
+			wg.Wait()
+			db.PruneDue()
+			finished <- db.Close()
+		}()
+		select {
+		case err := <-finished:
+			if err != nil && !errors.Is(err, ErrDamaged) {
+				t.Errorf("round %d: Close = %v, want nil or ErrDamaged", round, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("round %d: the workers did not finish", round)
+		}
+	}
+}
+
+// A bucket whose flag was lost is a plain value to bbolt, which then answers
+// "incompatible value": damaged, with the same advice as other damage.
+func TestLostBucketFlag(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.db")
+	db, err := Open(t.Context(), p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Put("/f", "sha256", Meta{}, make([]byte, 32))
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, le, cleared := os.Getpagesize(), binary.LittleEndian, 0
+	for off := 2 * ps; off+ps <= len(b); off += ps {
+		pg := b[off : off+ps]
+		if le.Uint16(pg[8:]) != leafPage {
+			continue
+		}
+		for i := range int(le.Uint16(pg[10:])) {
+			e := pg[pageHeaderSize+i*elemSize:]
+			pos, ksize := int(le.Uint32(e[4:])), int(le.Uint32(e[8:]))
+			k := pageHeaderSize + i*elemSize + pos
+			if le.Uint32(e) == bucketLeaf && k+ksize <= ps && string(pg[k:k+ksize]) == string(entriesBucket) {
+				le.PutUint32(e, 0)
+				cleared++
+			}
+		}
+	}
+	if cleared == 0 {
+		t.Fatal("no entries bucket found in the file")
+	}
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(t.Context(), p, false)
+	if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "use --cache-reset to rebuild it") {
+		t.Errorf("Open = %v, want damaged: use --cache-reset to rebuild it", err)
+	}
+}
+
+// A cache written without a freelist (pbatch before it kept one) gets one
+// from checkFile before bbolt opens it to write, so that bbolt does not walk
+// the tree in a goroutine of its own where a fault kills the process; the
+// list must be exactly the pages no bucket uses, as bbolt's Check sees it.
+func TestOldFreelistSynced(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.db")
+	b, err := bolt.Open(p, 0o600, &bolt.Options{NoFreelistSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyOf := func(i int) []byte { return key(fmt.Sprintf("/tree/f%05d", i), "sha256") }
+	err = b.Update(func(tx *bolt.Tx) error {
+		m, _ := tx.CreateBucket(metaBucket)
+		m.Put(formatKey, formatValue)
+		e, _ := tx.CreateBucket(entriesBucket)
+		for i := range 5000 {
+			e.Put(keyOf(i), make([]byte, metaLen+32))
+		}
+		return nil
+	})
+	if err == nil {
+		err = b.Update(func(tx *bolt.Tx) error {
+			e := tx.Bucket(entriesBucket)
+			for i := 0; i < 5000; i += 2 {
+				e.Delete(keyOf(i))
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	freelistOf := func() uint64 {
+		f, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps := os.Getpagesize()
+		m0, m1 := parseMeta(f[:ps]), parseMeta(f[ps:2*ps])
+		if m1.txid > m0.txid {
+			return m1.freelist
+		}
+		return m0.freelist
+	}
+	if freelistOf() != noFreelist {
+		t.Fatal("the test cache has a freelist")
+	}
+	// checkFile itself writes it, before bbolt sees the file.
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := f.Stat()
+	err = checkFile(f, st.Size(), true)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if freelistOf() == noFreelist {
+		t.Fatal("no freelist in the file after checkFile")
+	}
+	boltCheck := func(when string) {
+		b, err := bolt.Open(p, 0o600, &bolt.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		b.View(func(tx *bolt.Tx) error {
+			for err := range tx.Check() {
+				t.Errorf("%s: bbolt's check: %v", when, err)
+			}
+			if n := tx.Bucket(entriesBucket).Stats().KeyN; n != 2500 {
+				t.Errorf("%s: %d entries, want 2500", when, n)
+			}
+			return nil
+		})
+	}
+	boltCheck("after checkFile")
+	db, err := Open(t.Context(), p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	boltCheck("after a run")
 }
