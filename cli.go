@@ -148,7 +148,7 @@ func cacheFlags(o *engineOpts) []cli.Flag {
 		&cli.StringFlag{Name: "cache", Destination: &o.cache,
 			Usage: "reuse digests of unchanged files (same device, inode, size, mtime, ctime) from a cache; " +
 				"--cache alone uses $XDG_CACHE_HOME/pbatch/cache.db, --cache=`PATH` another file"},
-		&cli.BoolFlag{Name: "cache-reset", Destination: &o.cacheReset, Usage: "with --cache: start a new cache, discarding the old file"},
+		&cli.BoolFlag{Name: "cache-reset", Destination: &o.cacheReset, Usage: "with --cache: empty the cache file (only a bbolt file or an empty one) and start anew"},
 		&cli.BoolFlag{Name: "cache-prune", Destination: &o.cachePrune,
 			Usage: "with --cache: drop entries of files under the PATHs that no longer exist (done anyway once a day)"},
 	}
