@@ -840,31 +840,8 @@ func verifyNullRecords(t *testing.T, out []byte, content map[string][]byte, newH
 func TestLongPathNotDropped(t *testing.T) {
 	bin := pbatchBin(t)
 	root := fastTempDir(t)
-	// 25 levels of 200-byte names: about 5000 bytes, beyond PATH_MAX (4096).
-	// Created through descriptors, since no single path may be that long.
-	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mkDeep(t, root, map[string]string{"deepest": "deep\n"})
 	name := strings.Repeat("d", 200)
-	for range 25 {
-		if err := unix.Mkdirat(fd, name, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		next, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY, 0)
-		unix.Close(fd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fd = next
-	}
-	f, err := unix.Openat(fd, "deepest", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o644)
-	unix.Close(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unix.Write(f, []byte("deep\n"))
-	unix.Close(f)
 	// os.RemoveAll works through descriptors, so the cleanup copes with the depth.
 	for _, cmd := range []string{"hash", "list"} {
 		t.Run(cmd, func(t *testing.T) {
