@@ -1037,3 +1037,50 @@ func TestFirstSignalEndsBlockedRun(t *testing.T) {
 	}
 	t.Logf("ended %v after SIGTERM", time.Since(start).Round(100*time.Millisecond))
 }
+
+// TestNamedDirReplaced: a directory PATH inside another PATH is left out of
+// that PATH's walk. If it is renamed away and another directory made under
+// its name before it is opened, what it held must not vanish silently: the
+// run says so and fails (it was hashed by nobody, exit 0, before).
+func TestNamedDirReplaced(t *testing.T) {
+	if _, err := exec.LookPath("strace"); err != nil {
+		t.Skip("needs strace")
+	}
+	bin := pbatchBin(t)
+	dir := t.TempDir()
+	for _, p := range []string{"h/a", "h/deep/zz/secret"} {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(p), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// strace holds the open of h/deep/zz for its own walk (the start of the
+	// run only stats it) while the test swaps the directory.
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command("strace", "-f", "-qq", "-o", "/dev/null", "-P", "h/deep/zz", "-e", "trace=openat",
+		"-e", "inject=openat:delay_enter=1500000", bin, "hash", "-k", "h", "h/deep/zz")
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond)
+	if err := os.Rename(filepath.Join(dir, "h/deep/zz"), filepath.Join(dir, "h/deep/zy")); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(filepath.Join(dir, "h/deep/zz"), 0o755)
+	err := cmd.Wait()
+	if strings.Contains(stderr.String(), "ptrace") {
+		t.Skipf("strace cannot trace here: %s", stderr.String())
+	}
+	if strings.Contains(stdout.String(), "h/deep/zy/secret") {
+		t.Skip("the walk of h reached zy after the swap: no window this time")
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("exit %v, want 1\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "pbatch: h/deep/zz: replaced by another directory since the run began") {
+		t.Errorf("stderr:\n%s\nwant the PATH named as replaced", stderr.String())
+	}
+}

@@ -1,6 +1,7 @@
 package walker
 
 import (
+	"errors"
 	"hash/maphash"
 	"path/filepath"
 	"strings"
@@ -116,6 +117,20 @@ func (o *overlap) resolve(named []string, noFollow bool) {
 		}
 		o.stdin[seenKey{id, maphash.String(o.seed, p)}] = struct{}{}
 	}
+}
+
+// ErrReplaced marks a directory PATH that holds another directory than when
+// the run began: the one it held was left out of the other PATHs' walks and
+// may not have been processed.
+var ErrReplaced = errors.New("replaced by another directory since the run began: the one it named may not have been processed")
+
+// replaced reports whether a named directory PATH, opened now as st, is no
+// longer the directory resolve found (renamed away and another made there).
+func (o *overlap) replaced(ni int, st *unix.Stat_t) bool {
+	if ni < 0 || !o.named[ni].ok || o.named[ni].mode&unix.S_IFMT != unix.S_IFDIR {
+		return false
+	}
+	return o.named[ni].id != devIno{uint64(st.Dev), st.Ino}
 }
 
 // stat gives the feed what resolve learnt of a named PATH, if anything.

@@ -552,6 +552,12 @@ func (w *walk) feed(path string, named int, em *emitter) {
 		fail(err)
 		return
 	}
+	if w.ov.replaced(named, &st) {
+		// The other PATHs' walks left out the directory this name held when
+		// the run began; now it holds another, so that one may have been
+		// walked by nobody. Said, not silent; the new one is walked.
+		em.add(Entry{Root: &Root{Path: path, fd: -1}, Type: Dir, Err: ErrReplaced})
+	}
 	root := &Root{Path: path, fd: fd, dev: st.Dev, ino: st.Ino, sem: w.rootSem}
 	if noOpenat2.Load() {
 		if root.os, err = os.OpenRoot(procFd(fd)); err != nil {
