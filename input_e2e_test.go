@@ -27,7 +27,7 @@ func TestInputWaitEndsOnSignal(t *testing.T) {
 		t.Fatal(err)
 	}
 	lock := filepath.Join(dir, "lock")
-	lf, err := os.Create(lock)
+	lf, err := os.OpenFile(lock, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600) // pbatch refuses a lock others can read
 	if err != nil {
 		t.Fatal(err)
 	}
