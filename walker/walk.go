@@ -102,7 +102,11 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 		handles = dirHandleBudget()
 	}
 	w := &walk{ctx: ctx, opt: opt, out: out, live: make(map[devIno]int32), dirSem: make(chan struct{}, max(handles, 0))}
-	if opt.Follow || opt.Stdin {
+	w.visitAll = opt.Follow || opt.Stdin
+	if !w.visitAll {
+		w.binds = bindDevices()
+	}
+	if w.visitAll || w.binds != nil {
 		w.visited = make(map[devIno]struct{})
 	}
 	if opt.PostOrder {
@@ -356,6 +360,8 @@ type walk struct {
 	visitMu   sync.Mutex
 	visited   map[devIno]struct{} // with -L or Stdin: every directory read, so each is read once
 	visitFull bool                // Stdin without -L: visited reached maxStdinSeen
+	visitAll  bool                // -L or Stdin: every directory read goes in visited
+	binds     map[uint64]struct{} // else only those on these devices (see bindDevices)
 
 	slash devIno // "/" by identity, with PreserveRoot
 	ov    overlap
@@ -668,6 +674,15 @@ func (w *walk) push(job dirJob) bool {
 // another (the queue was full), which is still using its own.
 var scratches = sync.Pool{New: func() any { b := make([]byte, scratchSize); return &b }}
 
+// remembers reports whether directories read on dev go in visited.
+func (w *walk) remembers(dev uint64) bool {
+	if w.visitAll {
+		return true
+	}
+	_, ok := w.binds[dev]
+	return ok
+}
+
 func (w *walk) visit(st *unix.Stat_t, em *emitter) bool {
 	k := devIno{uint64(st.Dev), st.Ino}
 	w.visitMu.Lock()
@@ -770,7 +785,7 @@ func (w *walk) readDir(j dirJob, em *emitter, scratch []byte) {
 		!(job.rel != "" && w.opt.OneFileSystem && st.Dev != job.root.dev)
 	// Without -L only a loop can bring the walk back to a directory (see
 	// enter); with it, symlinks make any directory reachable many times.
-	if read && (w.visited != nil && !w.visit(&st, em) || !w.enter(job, id)) {
+	if read && (w.visited != nil && w.remembers(st.Dev) && !w.visit(&st, em) || !w.enter(job, id)) {
 		em.add(Entry{Root: job.root, Rel: job.rel, Type: Dir, Depth: job.depth, Err: ErrVisited})
 		return
 	}
