@@ -2,6 +2,7 @@ package walker
 
 import (
 	"bufio"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -22,9 +23,14 @@ func bindDevices() map[uint64]struct{} {
 		return nil
 	}
 	defer f.Close()
+	return parseBinds(f)
+}
+
+// parseBinds reads mountinfo(5) lines for bindDevices.
+func parseBinds(r io.Reader) map[uint64]struct{} {
 	seen := make(map[uint64]bool) // a device's first mount
 	var binds map[uint64]struct{}
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
 		// ID PARENT MAJOR:MINOR ROOT MOUNTPOINT …
