@@ -198,6 +198,7 @@ type dirJob struct {
 	depth  int
 	parent *dirHandle // open parent to open rel relative to, if any (held)
 	up     *dirNode   // the directory it was listed in (held), nil for a root
+	inline int        // directories above it being read depth first (queue full)
 }
 
 // listing is a directory job as readDir reads it.
@@ -655,12 +656,18 @@ func (w *walk) next(em *emitter) (dirJob, *dirNode, bool) {
 // million subdirectories would otherwise queue them all (a variable, for tests).
 var maxQueued = 4096
 
+// maxInline bounds how deep a reader goes depth first below the directory it
+// took from the queue: each level holds a descriptor, and readers × depth of
+// them would not fit a low open-file limit (a tree of long chains lost
+// subtrees to EMFILE). Past it the queue takes the directory anyway.
+const maxInline = 8
+
 // push queues a directory to be read, or reports false when the queue is
-// full: the caller reads it itself, at once.
-func (w *walk) push(job dirJob) bool {
+// full (unless force): the caller reads it itself, at once.
+func (w *walk) push(job dirJob, force bool) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.stack) >= maxQueued {
+	if len(w.stack) >= maxQueued && !force {
 		return false
 	}
 	job.root.acquire()
@@ -822,11 +829,12 @@ func (w *walk) readDir(j dirJob, em *emitter, scratch []byte) {
 			c.rel = c.name
 		}
 		c.typ, c.err = direntType(fd, c.name, dt)
-		if sub, ok := w.child(job, fd, dh, c, em); ok && !w.push(sub) {
+		if sub, ok := w.child(job, fd, dh, c, em); ok && !w.push(sub, job.inline >= maxInline) {
 			// Depth first, as a sorted walk goes: what this holds is bounded
 			// by the depth, one descriptor and one buffer a level.
 			b := scratches.Get().(*[]byte)
 			job.root.acquire()
+			sub.inline = job.inline + 1
 			w.readDir(sub, em, *b)
 			job.root.release()
 			scratches.Put(b)

@@ -677,3 +677,35 @@ func TestOpenDirNoSymlinks(t *testing.T) {
 		noOpenat2.Store(old)
 	}
 }
+
+// TestWalkQueueFullDepth: with the queue full, a reader reads depth first
+// only maxInline levels, so long chains of directories do not need a
+// descriptor per level per reader: under an open-file limit that 3 readers ×
+// 150 levels would pass, every file is still found (subtrees were lost to
+// EMFILE).
+func TestWalkQueueFullDepth(t *testing.T) {
+	files := map[string]string{}
+	var want []string
+	for i := range 12 {
+		p := fmt.Sprintf("c%02d/", i) + strings.Repeat("d/", 150) + "f"
+		files[p] = "x"
+		want = append(want, p+":file")
+	}
+	root := mktree(t, files)
+	defer func(old int) { maxQueued = old }(maxQueued)
+	maxQueued = 1
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+	low := lim
+	low.Cur = 100
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	g := sorted(walkAll(t, Options{MaxDepth: -1, Readers: 3, DirHandles: 8}, root))
+	if !slices.Equal(g, sorted(want)) {
+		t.Errorf("got %d entries %q\nwant %d", len(g), g, len(want))
+	}
+}
