@@ -15,9 +15,15 @@ import (
 // Anything it cannot bound exactly ($( ), backquotes, ${ }, here-documents,
 // $' ', $" ", case, line continuations, [[ ]], (( )), $[ ]) "poisons" the rest
 // of the script: a placeholder inside or after it is refused (before it is
-// fine). Contexts where bash evaluates a value as code even when it is quoted
-// (arithmetic, the arguments of let and declare, array subscripts) are
-// refused too.
+// fine). alias, eval, source, . and a command named by an expansion poison
+// too: they can define an alias, which both shells expand in sh -c, and turn
+// a later command name into eval. Contexts where bash evaluates a value as
+// code even when it is quoted (arithmetic, the arguments of let and declare,
+// array subscripts) are refused too. These refusals are a courtesy: a script
+// that itself turns data into code (eval "$f", PS4, compgen -W) is not
+// something a lexer can see. What is sound is the placement: a reference goes
+// only where the lexer is certain of sh's quoting, and a name is never script
+// text.
 
 const (
 	tokNone = iota // nothing yet
@@ -61,7 +67,7 @@ type shLexer struct{ shState }
 // Keywords after which the next word is still a command name (or nothing).
 var shKeepsCommand = map[string]bool{
 	"!": true, "{": true, "}": true, "if": true, "then": true, "else": true, "elif": true,
-	"fi": true, "do": true, "done": true, "while": true, "until": true, "coproc": true,
+	"fi": true, "do": true, "done": true, "while": true, "until": true,
 }
 
 // Commands whose arguments bash evaluates as code, or as variable names and
@@ -167,6 +173,11 @@ func (l *shLexer) endWord() {
 		return // an assignment: the command name is still to come
 	case !dyn && l.wrapper == "" && w == "function":
 		l.fnName = true
+		return
+	case !dyn && l.wrapper == "" && w == "coproc":
+		// coproc NAME { …; } or coproc COMMAND: which one only the
+		// word after the next tells.
+		l.setPoison("coproc")
 		return
 	case !dyn && (l.wrapper == "" || l.wrapper == "time") && shKeepsCommand[w]:
 		// time is a keyword: time { …; }, time ! cmd.
@@ -510,7 +521,11 @@ func shellTemplates(argv []string, batch bool, slotOf func(slot) int) ([]argTemp
 			after.last, after.lastOp, after.lastW = before.last, before.lastOp, before.lastW
 			if after.shState != before {
 				if before.cmd == cmdStart && after.cmd != cmdStart && strings.ContainsAny(a, " \t") {
-					return nil, fmt.Errorf("--shell -X: argument %q holds a command and is repeated for each path; with -X, give the command as separate arguments (-- %s) so that only the argument with {} is repeated", a, strings.Join(strings.Fields(a), " "))
+					how := ""
+					if !strings.ContainsAny(a, ";&|()<>\n'\"`$\\") {
+						how = " (-- " + strings.Join(strings.Fields(a), " ") + ")"
+					}
+					return nil, fmt.Errorf("--shell -X: argument %q holds a command and is repeated for each path; with -X, give the command as separate arguments%s so that only the argument with {} is repeated", a, how)
 				}
 				return nil, fmt.Errorf("--shell -X: argument %q is repeated for each path, so it must end as it begins: quotes closed, in the same command, with no $( ), backquotes, ${ }, << or case in it", a)
 			}

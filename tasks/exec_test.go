@@ -199,6 +199,7 @@ func TestShellCommand(t *testing.T) {
 		{argv: []string{"builtin command -p {/}"}, script: `builtin command -p "${pbatch_1}"`, values: []string{"./x"}, paths: []string{"x"}},
 		{argv: []string{"function f { {/}; }; f"}, script: `function f { "${pbatch_1}"; }; f`, values: []string{"./x"}, paths: []string{"x"}},
 		{argv: []string{"function f() { {/}; }; f"}, script: `function f() { "${pbatch_1}"; }; f`, values: []string{"./x"}, paths: []string{"x"}},
+		{argv: []string{"coproc f { {/}; }"}, wantErr: "{/} after coproc"},
 		{argv: []string{"time x=1 {/}"}, script: `time x=1 "${pbatch_1}"`, values: []string{"./x"}, paths: []string{"x"}},
 		{argv: []string{"printf %s function"}, script: `printf %s function "$@"`, values: []string{"./-a;b"}},
 		// Aliases: after alias, eval, source or a command named by an
@@ -241,6 +242,7 @@ func TestShellCommand(t *testing.T) {
 		{argv: []string{"echo", "{} $(x)"}, batch: true, wantErr: "must end as it begins"},
 		{argv: []string{"echo {}"}, batch: true, wantErr: "with -X, give the command as separate arguments (-- echo {}) so that only the argument with {} is repeated"},
 		{argv: []string{"tar czf out.tgz {}"}, batch: true, wantErr: "(-- tar czf out.tgz {})"},
+		{argv: []string{"file {} | grep -q ELF && printf '%s\\n' {}"}, batch: true, wantErr: "give the command as separate arguments so that only"},
 		// -X repeats a redirection with a placeholder.
 		{argv: []string{"echo", "data", ">{}"}, batch: true, wantErr: "in a redirection's target would repeat the redirection"},
 		{argv: []string{"echo", "data", "2>>{}"}, batch: true, wantErr: "in a redirection's target"},
