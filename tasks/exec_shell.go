@@ -86,7 +86,7 @@ var shWrappers = map[string]bool{"builtin": true, "command": true, "exec": true,
 // Commands after which bash may read later lines differently: they can
 // define aliases (which both bash and dash expand in sh -c) or run text
 // the lexer never sees. Nothing after them is placed.
-var shRedefines = map[string]bool{"alias": true, "eval": true, "source": true, ".": true}
+var shRedefines = map[string]bool{"alias": true, "eval": true, "source": true, ".": true, "trap": true}
 
 func isNameStart(c byte) bool {
 	return c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
@@ -145,6 +145,11 @@ func (l *shLexer) endWord() {
 			// Anywhere: an alias defined here (eval "alias l=eval")
 			// turns a later command name into code.
 			l.setPoison(w)
+		}
+		if strings.Contains(w, "alias") {
+			// Text run later as code: trap 'alias l=eval' DEBUG,
+			// PS4='$(alias l=eval)'.
+			l.setPoison("a word with alias in it")
 		}
 		if shRefused[w] {
 			// Anywhere in the command, not just as its name: `x=1 let`,

@@ -165,7 +165,7 @@ func TestShellCommand(t *testing.T) {
 		{argv: []string{"export x={}"}, wantErr: "as an argument of export"},
 		{argv: []string{"readonly x={}"}, wantErr: "as an argument of readonly"},
 		{argv: []string{"eval echo {}"}, wantErr: "{} after eval"},
-		{argv: []string{"trap {} EXIT"}, wantErr: "as an argument of trap"},
+		{argv: []string{"trap {} EXIT"}, wantErr: "{} after trap"},
 		{argv: []string{"c=let; $c {}"}, wantErr: "a command whose name is an expansion"},
 		{argv: []string{"a[{}]=1"}, wantErr: "array subscript"},
 		{argv: []string{`a["{}"]=1`}, wantErr: "array subscript"},
@@ -204,10 +204,14 @@ func TestShellCommand(t *testing.T) {
 		{argv: []string{"printf %s function"}, script: `printf %s function "$@"`, values: []string{"./-a;b"}},
 		// Aliases: after alias, eval, source or a command named by an
 		// expansion anywhere, a command name could be an alias for eval.
-		{argv: []string{"a=alias; $a l=eval\nl {}"}, wantErr: "{} after a command whose name is an expansion"},
+		{argv: []string{"a=alias; $a l=eval\nl {}"}, wantErr: "{} after a word with alias in it"},
+		{argv: []string{"a=al b=ias; $a$b l=eval\nl {}"}, wantErr: "{} after a command whose name is an expansion"},
 		{argv: []string{"eval \"alias l=eval\"\nl {}"}, wantErr: "{} after eval"},
 		{argv: []string{". ./lib; l {}"}, wantErr: "{} after ."},
 		{argv: []string{"source ./lib; l {}"}, wantErr: "{} after source"},
+		{argv: []string{"trap 'alias l=eval' DEBUG; true; l {}"}, wantErr: "{} after trap"},
+		{argv: []string{"trap \"$x\" DEBUG; true; l {}"}, wantErr: "{} after trap"},
+		{argv: []string{"PS4='$(alias l=eval)'; set -x; true; l {}"}, wantErr: "{} after a word with alias in it"},
 		{argv: []string{"{} x; {} y"}, script: `"${pbatch_1}" x; "${pbatch_1}" y`, values: []string{"./-a;b"}},
 		// Brace expansion would move a value to the start of a word.
 		{argv: []string{"show {x,{/}}"}, wantErr: "inside a word with an unquoted {"},
