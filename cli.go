@@ -412,9 +412,15 @@ reserved), each placeholder becomes a quoted reference to its variable (so a
 name is never shell code), and a placeholder is refused with the reason inside
 single quotes, inside or after what pbatch cannot read exactly ($( ), backquotes,
 ${ }, <<, $' ', case, [[ ]], (( )), a line continuation: assign it to a variable
-first, f={}; … "$f"), or where bash would evaluate it (let, declare, eval…).
-Without a placeholder "$@" is appended, only where it lands in a command's
-arguments.
+first, f={}; … "$f"), after alias, eval, source or $cmd (aliases), or where bash
+would evaluate it (let, declare, eval…). A name is never script text and a value
+is placed only where pbatch is certain of sh's quoting; the refusals of
+evaluating contexts cannot be complete: a script that turns data into code
+(eval "$f", compgen -W, PS4, arithmetic on it, an alias) makes it code. With -X
+give the command as separate arguments (-- tar czf out.tgz {}) so that only the
+argument with {} is repeated; a placeholder in a redirection target is refused
+there. Without a placeholder "$@" is appended, only where it lands in a
+command's arguments.
 Each job's stdout and stderr are captured (past 256 KiB per stream, in an
 unlinked file in $TMPDIR) and written as one block, so output never interleaves;
 --line-buffer streams whole lines instead (a line over 64 KiB in pieces of at
@@ -428,7 +434,7 @@ EXAMPLES:
    pbatch exec -w 4 --include '*.png' /srv/img -- optipng -quiet {}
    pbatch exec -X --include '*.log' /var/log -- gzip -9
    pbatch exec --timeout 30s /data -- sh -c 'test -s "$1"' sh {}
-   pbatch exec --shell /srv -- 'file {} | grep -q ELF && echo {}'`,
+   pbatch exec --shell /srv -- 'file {} | grep -q ELF && printf "%s\n" {}'`,
 			Flags: append(engineFlags(&execo.engineOpts),
 				&cli.BoolFlag{Name: "shell", Destination: &execo.shell, Usage: "run COMMAND ARGs as one sh -c script"},
 				&cli.DurationFlag{Name: "timeout", Destination: &execo.timeout,

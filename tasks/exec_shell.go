@@ -15,9 +15,15 @@ import (
 // Anything it cannot bound exactly ($( ), backquotes, ${ }, here-documents,
 // $' ', $" ", case, line continuations, [[ ]], (( )), $[ ]) "poisons" the rest
 // of the script: a placeholder inside or after it is refused (before it is
-// fine). Contexts where bash evaluates a value as code even when it is quoted
-// (arithmetic, the arguments of let and declare, array subscripts) are
-// refused too.
+// fine). alias, eval, source, . and a command named by an expansion poison
+// too: they can define an alias, which both shells expand in sh -c, and turn
+// a later command name into eval. Contexts where bash evaluates a value as
+// code even when it is quoted (arithmetic, the arguments of let and declare,
+// array subscripts) are refused too. These refusals are a courtesy: a script
+// that itself turns data into code (eval "$f", PS4, compgen -W) is not
+// something a lexer can see. What is sound is the placement: a reference goes
+// only where the lexer is certain of sh's quoting, and a name is never script
+// text.
 
 const (
 	tokNone = iota // nothing yet
@@ -39,9 +45,15 @@ type shState struct {
 	inWord  bool   // a word has begun (a quote counts)
 	word    string // its text so far with quotes removed; values and expansions not included
 	dyn     bool   // it holds an expansion or a value
+	expand  bool   // it holds an expansion ($name), not only values
 	cmd     int    // cmdStart or cmdArgs, for the current simple command
-	wrapper bool   // the command so far is builtin, command, exec: a name follows
+	wrapper string // the command so far is builtin, command, exec, time, nohup: a name follows
+	optArg  bool   // the next word is the operand of the wrapper's option (exec -a NAME)
+	fnName  bool   // the next word is the name after function: a body, a command, follows
+	brace   bool   // the word has an unquoted { before this point (bash's brace expansion)
 	redir   bool   // the next word is a redirection's target
+	split   string // bash and dash read this command differently from here on
+	batch   bool   // -X: an argument with a placeholder is repeated
 	refused string // why no value may be an argument of this simple command
 	poison  string // what the lexer could not bound; nothing after it is placed
 	last    int    // the last token's kind
@@ -55,8 +67,7 @@ type shLexer struct{ shState }
 // Keywords after which the next word is still a command name (or nothing).
 var shKeepsCommand = map[string]bool{
 	"!": true, "{": true, "}": true, "if": true, "then": true, "else": true, "elif": true,
-	"fi": true, "do": true, "done": true, "while": true, "until": true, "time": true,
-	"coproc": true, "function": true,
+	"fi": true, "do": true, "done": true, "while": true, "until": true,
 }
 
 // Commands whose arguments bash evaluates as code, or as variable names and
@@ -67,8 +78,15 @@ var shRefused = map[string]bool{
 	"readonly": true, "eval": true, "trap": true, "alias": true,
 }
 
-// Commands whose first operand is itself a command name.
-var shWrappers = map[string]bool{"builtin": true, "command": true, "exec": true}
+// Commands whose first operand (after their options) is itself a command
+// name. Only these are known; env, nice, timeout and the like are not, and a
+// value after them is an argument to the lexer (see the README's limits).
+var shWrappers = map[string]bool{"builtin": true, "command": true, "exec": true, "time": true, "nohup": true}
+
+// Commands after which bash may read later lines differently: they can
+// define aliases (which both bash and dash expand in sh -c) or run text
+// the lexer never sees. Nothing after them is placed.
+var shRedefines = map[string]bool{"alias": true, "eval": true, "source": true, ".": true, "trap": true}
 
 func isNameStart(c byte) bool {
 	return c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
@@ -100,7 +118,7 @@ func (l *shLexer) setPoison(what string) {
 
 // op ends the current simple command.
 func (l *shLexer) op(desc string) {
-	l.cmd, l.wrapper, l.redir, l.refused = cmdStart, false, false, ""
+	l.cmd, l.wrapper, l.optArg, l.fnName, l.redir, l.refused, l.split = cmdStart, "", false, false, false, "", ""
 	l.last, l.lastOp = tokOp, desc
 }
 
@@ -109,9 +127,12 @@ func (l *shLexer) endWord() {
 	if !l.inWord {
 		return
 	}
-	w, dyn := l.word, l.dyn
-	l.inWord, l.word, l.dyn = false, "", false
+	w, dyn, expand := l.word, l.dyn, l.expand
+	l.inWord, l.word, l.dyn, l.expand, l.brace = false, "", false, false, false
 	l.last, l.lastW = tokWord, w
+	if strings.Contains(w, varPrefix) && l.werr == "" {
+		l.werr = reservedErr(w)
+	}
 	if l.redir {
 		l.redir = false
 		return
@@ -120,9 +141,15 @@ func (l *shLexer) endWord() {
 		switch w {
 		case "case", "esac", "[[", "]]":
 			l.setPoison(w)
-		case "alias":
-			// bash as sh expands aliases on the lines after.
-			l.setPoison("alias")
+		case "alias", "eval":
+			// Anywhere: an alias defined here (eval "alias l=eval")
+			// turns a later command name into code.
+			l.setPoison(w)
+		}
+		if strings.Contains(w, "alias") {
+			// Text run later as code: trap 'alias l=eval' DEBUG,
+			// PS4='$(alias l=eval)'.
+			l.setPoison("a word with alias in it")
 		}
 		if shRefused[w] {
 			// Anywhere in the command, not just as its name: `x=1 let`,
@@ -131,6 +158,15 @@ func (l *shLexer) endWord() {
 		}
 	}
 	option := strings.HasPrefix(w, "-") || strings.HasPrefix(w, "+")
+	if l.optArg {
+		l.optArg = false
+		return
+	}
+	if l.fnName {
+		// function NAME { BODY }: the body's first word is a command.
+		l.fnName = false
+		return
+	}
 	if l.cmd != cmdStart {
 		if option && (l.refused == "declare" || l.refused == "typeset" || l.refused == "local") {
 			l.setPoison(l.refused + " " + w + " (an attribute such as -i makes assignments arithmetic)")
@@ -138,23 +174,44 @@ func (l *shLexer) endWord() {
 		return
 	}
 	switch {
-	case nameThen(w, "="):
-		if strings.HasPrefix(w, "pbatch_") && l.werr == "" {
-			l.werr = fmt.Sprintf("--shell: the script assigns %s: names beginning pbatch_ hold the values and are reserved", w[:strings.IndexAny(w, "+=")])
-		}
+	case nameThen(w, "=") && (l.wrapper == "" || l.wrapper == "time"):
 		return // an assignment: the command name is still to come
-	case !dyn && shKeepsCommand[w]:
+	case !dyn && l.wrapper == "" && w == "function":
+		l.fnName = true
 		return
-	case !dyn && l.wrapper && option:
+	case !dyn && l.wrapper == "" && w == "coproc":
+		// coproc NAME { …; } or coproc COMMAND: which one only the
+		// word after the next tells.
+		l.setPoison("coproc")
+		return
+	case !dyn && (l.wrapper == "" || l.wrapper == "time") && shKeepsCommand[w]:
+		// time is a keyword: time { …; }, time ! cmd.
+		l.wrapper = ""
+		return
+	case !dyn && l.wrapper != "" && option:
+		// exec -a NAME, and -ca, -la, -cla: NAME is not the command.
+		l.optArg = l.wrapper == "exec" && !strings.HasPrefix(w, "--") && strings.HasSuffix(w, "a")
 		return
 	case !dyn && shWrappers[w]:
-		l.wrapper = true
+		l.wrapper = w
 		return
 	}
 	l.cmd = cmdArgs
-	if dyn {
+	switch {
+	case expand:
+		// It may be alias or eval: nothing after it is known. A value
+		// alone is a file's name with a '/' (the guard), never either.
 		l.refused = "a command whose name is an expansion"
+		l.setPoison("a command whose name is an expansion")
+	case dyn:
+		l.refused = "a command whose name is an expansion"
+	case shRedefines[w]:
+		l.setPoison(w)
 	}
+}
+
+func reservedErr(w string) string {
+	return fmt.Sprintf("--shell: the script names %q: names beginning %s hold the values and are reserved", w, varPrefix)
 }
 
 // step takes the token at s[i:] and returns its length (which may reach past
@@ -217,6 +274,18 @@ func (l *shLexer) step(s string, i int) int {
 		return 1
 	case ';', '&', '|':
 		l.endWord()
+		if c == '&' && next == '>' {
+			// bash's &> and &>>, a redirection of stdout and stderr;
+			// dash reads & and a new command, so nothing placed after
+			// it in this command would be where both shells read it.
+			n := 2
+			if i+2 < len(s) && s[i+2] == '>' {
+				n = 3
+			}
+			l.redir, l.last, l.lastOp = true, tokOp, "'"+s[i:i+n]+"'"
+			l.split = s[i : i+n]
+			return n
+		}
 		n := 1
 		if next == c || (c == ';' || c == '|') && next == '&' {
 			n = 2
@@ -240,7 +309,7 @@ func (l *shLexer) step(s string, i int) int {
 		if l.inWord && !l.dyn && !l.redir && (allDigits(l.word) || braceName(l.word)) {
 			// 2>, {fd}>: the word is the redirection's descriptor, not
 			// a command name or an argument.
-			l.inWord, l.word = false, ""
+			l.inWord, l.word, l.dyn, l.expand, l.brace = false, "", false, false, false
 		} else {
 			l.endWord()
 		}
@@ -285,6 +354,10 @@ func (l *shLexer) step(s string, i int) int {
 			l.comment = true
 			return 1
 		}
+	case '{':
+		if l.inWord || next != ' ' && next != '\t' && next != '\n' && next != 0 {
+			l.brace = true
+		}
 	}
 	l.inWord = true
 	l.word += s[i : i+1]
@@ -321,10 +394,10 @@ func (l *shLexer) dollar(s string, i int, inDouble bool) int {
 		for j < len(s) && isNameChar(s[j]) {
 			j++
 		}
-		l.dyn = true
+		l.dyn, l.expand = true, true
 		return j - i
 	case next != 0 && strings.IndexByte("0123456789@*#?-$!", next) >= 0:
-		l.dyn = true
+		l.dyn, l.expand = true, true
 		return 2
 	}
 	l.word += "$"
@@ -354,6 +427,12 @@ func (l *shLexer) place(k int) (guard int, quoted bool, err error) {
 			ph, l.poison, ph)
 	case l.quote == '\'':
 		return 0, false, fmt.Errorf("--shell: %s inside single quotes would not be replaced by its value; write \"%s\" or %s (values are passed to sh as quoted parameters)", ph, ph, ph)
+	case l.split != "":
+		return 0, false, fmt.Errorf("--shell: %s after %s in the same command: bash reads a redirection there, dash '&' and a new command with %s in it; refused: put the redirection after the placeholders", ph, l.split, ph)
+	case l.redir && l.batch:
+		return 0, false, fmt.Errorf("--shell -X: %s in a redirection's target would repeat the redirection for each path (each one opening, or truncating, another file); refused: redirect the whole command instead", ph)
+	case l.brace:
+		return 0, false, fmt.Errorf("--shell: %s inside a word with an unquoted { could be moved to the start of a word by bash's brace expansion ({x,%s}), past the guard on a leading '-'; refused: quote the braces", ph, ph)
 	case l.refused != "":
 		return 0, false, fmt.Errorf("--shell: %s as an argument of %s could be evaluated as code; refused (assign it to a variable first: f=%s, and mind what %s does with \"$f\")", ph, l.refused, ph, l.refused)
 	case nameThen(l.word, "["):
@@ -384,7 +463,18 @@ func (l *shLexer) place(k int) (guard int, quoted bool, err error) {
 // it must leave the lexer in the state it found it in.
 func shellTemplates(argv []string, batch bool, slotOf func(slot) int) ([]argTemplate, error) {
 	script := strings.Join(argv, " ")
+	if i := strings.Index(script, varPrefix); i >= 0 {
+		// Read ($pbatch_1), assigned, exported, unset or named by exec
+		// {pbatch_1}>: a name the values live in is the script's only
+		// through a placeholder.
+		j := i + len(varPrefix)
+		for j < len(script) && isNameChar(script[j]) {
+			j++
+		}
+		return nil, fmt.Errorf("%s", reservedErr(script[i:j]))
+	}
 	l := &shLexer{}
+	l.batch = batch
 	ts := make([]argTemplate, len(argv))
 	places := false
 	pos, st := 0, 0
@@ -435,6 +525,13 @@ func shellTemplates(argv []string, batch bool, slotOf func(slot) int) ([]argTemp
 			// placeholders, and for messages.
 			after.last, after.lastOp, after.lastW = before.last, before.lastOp, before.lastW
 			if after.shState != before {
+				if before.cmd == cmdStart && after.cmd != cmdStart && strings.ContainsAny(a, " \t") {
+					how := ""
+					if !strings.ContainsAny(a, ";&|()<>\n'\"`$\\") {
+						how = " (-- " + strings.Join(strings.Fields(a), " ") + ")"
+					}
+					return nil, fmt.Errorf("--shell -X: argument %q holds a command and is repeated for each path; with -X, give the command as separate arguments%s so that only the argument with {} is repeated", a, how)
+				}
 				return nil, fmt.Errorf("--shell -X: argument %q is repeated for each path, so it must end as it begins: quotes closed, in the same command, with no $( ), backquotes, ${ }, << or case in it", a)
 			}
 		}
@@ -458,6 +555,8 @@ func shellTemplates(argv []string, batch bool, slotOf func(slot) int) ([]argTemp
 		return nil, fmt.Errorf("--shell script ends with a comment%s", fix)
 	case end.last == tokOp:
 		return nil, fmt.Errorf("--shell script ends with %s%s", end.lastOp, fix)
+	case end.split != "":
+		return nil, fmt.Errorf("--shell script ends after %s: dash reads '&' there, and \"$@\" appended would run the paths as a command%s", end.split, fix)
 	case end.last != tokWord || end.cmd != cmdArgs:
 		return nil, fmt.Errorf("--shell script ends with %q, not in a command's arguments%s", end.lastW, fix)
 	case end.refused != "":

@@ -114,6 +114,7 @@ func TestShellCommand(t *testing.T) {
 		batch   bool
 		script  string // after the assignments pbatch_N=${N}
 		values  []string
+		paths   []string // instead of "-a;b"
 		wantErr string
 	}{
 		{argv: []string{"echo {}"}, script: `echo "${pbatch_1}"`, values: []string{"./-a;b"}},
@@ -163,8 +164,8 @@ func TestShellCommand(t *testing.T) {
 		{argv: []string{"typeset -i n={}"}, wantErr: "after typeset -i"},
 		{argv: []string{"export x={}"}, wantErr: "as an argument of export"},
 		{argv: []string{"readonly x={}"}, wantErr: "as an argument of readonly"},
-		{argv: []string{"eval echo {}"}, wantErr: "as an argument of eval"},
-		{argv: []string{"trap {} EXIT"}, wantErr: "as an argument of trap"},
+		{argv: []string{"eval echo {}"}, wantErr: "{} after eval"},
+		{argv: []string{"trap {} EXIT"}, wantErr: "{} after trap"},
 		{argv: []string{"c=let; $c {}"}, wantErr: "a command whose name is an expansion"},
 		{argv: []string{"a[{}]=1"}, wantErr: "array subscript"},
 		{argv: []string{`a["{}"]=1`}, wantErr: "array subscript"},
@@ -174,6 +175,50 @@ func TestShellCommand(t *testing.T) {
 		{argv: []string{"echo @(x|{})"}, wantErr: "after an extended pattern (@(…)"},
 		{argv: []string{"l{} x"}, wantErr: "inside a command name"},
 		{argv: []string{"pbatch_1=x; echo {}"}, wantErr: "pbatch_ hold the values and are reserved"},
+		// Every other way of naming them: reassigned, unset, read.
+		{argv: []string{"export pbatch_1=x; echo {}"}, wantErr: `names "pbatch_1": names beginning pbatch_`},
+		{argv: []string{"readonly pbatch_1; echo {}"}, wantErr: `names "pbatch_1"`},
+		{argv: []string{"f() { local pbatch_1=x; echo {}; }"}, wantErr: `names "pbatch_1"`},
+		{argv: []string{"exec {pbatch_1}>/dev/null; echo {}"}, wantErr: `names "pbatch_1"`},
+		{argv: []string{"unset pbatch_1; echo {}"}, wantErr: `names "pbatch_1"`},
+		{argv: []string{"unset pbatch''_1; echo {}"}, wantErr: `names "pbatch_1"`},
+		{argv: []string{"echo $pbatch_2 {}"}, wantErr: `names "pbatch_2"`},
+		// &> and &>> are redirections in bash, '&' and a new command in
+		// dash: nothing is placed after them in the same command.
+		{argv: []string{"eval &>/dev/null {}"}, wantErr: "{} after eval"},
+		{argv: []string{"echo &>/dev/null {}"}, wantErr: "{} after &> in the same command"},
+		{argv: []string{"echo {} &>/dev/null; echo {}"}, script: `echo "${pbatch_1}" &>/dev/null; echo "${pbatch_1}"`, values: []string{"./-a;b"}},
+		{argv: []string{"echo &>>log {}"}, wantErr: "{} after &>> in the same command"},
+		// Command position after time, exec, command, builtin, nohup and in
+		// function bodies: the file, not a command in $PATH.
+		{argv: []string{"time -p {/}"}, script: `time -p "${pbatch_1}"`, values: []string{"./x"}, paths: []string{"x"}},
+		{argv: []string{"exec -a name {/}"}, script: `exec -a name "${pbatch_1}"`, values: []string{"./x"}, paths: []string{"x"}},
+		{argv: []string{"exec -cla name {/}"}, script: `exec -cla name "${pbatch_1}"`, values: []string{"./x"}, paths: []string{"x"}},
+		{argv: []string{"time { {/}; }"}, script: `time { "${pbatch_1}"; }`, values: []string{"./x"}, paths: []string{"x"}},
+		{argv: []string{"nohup {/}"}, script: `nohup "${pbatch_1}"`, values: []string{"./x"}, paths: []string{"x"}},
+		{argv: []string{"builtin command -p {/}"}, script: `builtin command -p "${pbatch_1}"`, values: []string{"./x"}, paths: []string{"x"}},
+		{argv: []string{"function f { {/}; }; f"}, script: `function f { "${pbatch_1}"; }; f`, values: []string{"./x"}, paths: []string{"x"}},
+		{argv: []string{"function f() { {/}; }; f"}, script: `function f() { "${pbatch_1}"; }; f`, values: []string{"./x"}, paths: []string{"x"}},
+		{argv: []string{"coproc f { {/}; }"}, wantErr: "{/} after coproc"},
+		{argv: []string{"time x=1 {/}"}, script: `time x=1 "${pbatch_1}"`, values: []string{"./x"}, paths: []string{"x"}},
+		{argv: []string{"printf %s function"}, script: `printf %s function "$@"`, values: []string{"./-a;b"}},
+		// Aliases: after alias, eval, source or a command named by an
+		// expansion anywhere, a command name could be an alias for eval.
+		{argv: []string{"a=alias; $a l=eval\nl {}"}, wantErr: "{} after a word with alias in it"},
+		{argv: []string{"a=al b=ias; $a$b l=eval\nl {}"}, wantErr: "{} after a command whose name is an expansion"},
+		{argv: []string{"eval \"alias l=eval\"\nl {}"}, wantErr: "{} after eval"},
+		{argv: []string{". ./lib; l {}"}, wantErr: "{} after ."},
+		{argv: []string{"source ./lib; l {}"}, wantErr: "{} after source"},
+		{argv: []string{"trap 'alias l=eval' DEBUG; true; l {}"}, wantErr: "{} after trap"},
+		{argv: []string{"trap \"$x\" DEBUG; true; l {}"}, wantErr: "{} after trap"},
+		{argv: []string{"PS4='$(alias l=eval)'; set -x; true; l {}"}, wantErr: "{} after a word with alias in it"},
+		{argv: []string{"{} x; {} y"}, script: `"${pbatch_1}" x; "${pbatch_1}" y`, values: []string{"./-a;b"}},
+		// Brace expansion would move a value to the start of a word.
+		{argv: []string{"show {x,{/}}"}, wantErr: "inside a word with an unquoted {"},
+		{argv: []string{"show x{a,b}{/}"}, wantErr: "inside a word with an unquoted {"},
+		{argv: []string{`show "{x,"{/}}`}, script: `show "{x,""${pbatch_1}"}`, values: []string{"-a;b"}},
+		{argv: []string{`show \{x,{/}}`}, script: `show \{x,"${pbatch_1}"}`, values: []string{"-a;b"}},
+		{argv: []string{"{ show {/}; }"}, script: `{ show "${pbatch_1}"; }`, values: []string{"./-a;b"}},
 		// No placeholder: "$@" only where it lands in a command's arguments.
 		{argv: []string{"echo processing;"}, wantErr: "script ends with ';': put {} where the paths go"},
 		{argv: []string{"echo x &"}, wantErr: "ends with '&'"},
@@ -183,19 +228,28 @@ func TestShellCommand(t *testing.T) {
 		{argv: []string{"echo x # c"}, wantErr: "ends with a comment"},
 		{argv: []string{"cat <<EOF\nx\nEOF"}, wantErr: "after << (a here-document): put {}"},
 		{argv: []string{"echo >"}, wantErr: "ends with '>'"},
-		{argv: []string{"echo x &>/dev/null"}, wantErr: `ends with "/dev/null", not in a command's arguments`},
+		{argv: []string{"echo x &>/dev/null"}, wantErr: "ends after &>: dash reads '&' there"},
+		{argv: []string{"echo x &>>log"}, wantErr: "ends after &>>"},
+		{argv: []string{"time -p"}, wantErr: `ends with "-p", not in a command's arguments`},
+		{argv: []string{"exec -a name"}, wantErr: `ends with "name", not in a command's arguments`},
+		{argv: []string{"nohup"}, wantErr: `ends with "nohup", not in a command's arguments`},
 		{argv: []string{"for f; do"}, wantErr: `ends with "do"`},
 		{argv: []string{"f() { echo; }"}, wantErr: `ends with "}"`},
 		{argv: []string{"x=1"}, wantErr: `ends with "x=1"`},
 		{argv: []string{"echo 'x"}, wantErr: "ends inside ' quotes"},
 		{argv: []string{"echo $(date)"}, wantErr: "after $(…): put {}"},
-		{argv: []string{"eval"}, wantErr: "arguments of eval"},
+		{argv: []string{"eval"}, wantErr: "after eval: put {}"},
 		{argv: []string{"echo x \\"}, wantErr: "after a trailing"},
 		// -X: a repeated argument must leave the lexer as it found it.
 		{argv: []string{`echo "`, `{}"`}, batch: true, wantErr: "must end as it begins"},
 		{argv: []string{"echo", "{}; let"}, batch: true, wantErr: "must end as it begins"},
 		{argv: []string{"echo", "{} $(x)"}, batch: true, wantErr: "must end as it begins"},
-		{argv: []string{"echo {}"}, batch: true, wantErr: "must end as it begins"},
+		{argv: []string{"echo {}"}, batch: true, wantErr: "with -X, give the command as separate arguments (-- echo {}) so that only the argument with {} is repeated"},
+		{argv: []string{"tar czf out.tgz {}"}, batch: true, wantErr: "(-- tar czf out.tgz {})"},
+		{argv: []string{"file {} | grep -q ELF && printf '%s\\n' {}"}, batch: true, wantErr: "give the command as separate arguments so that only"},
+		// -X repeats a redirection with a placeholder.
+		{argv: []string{"echo", "data", ">{}"}, batch: true, wantErr: "in a redirection's target would repeat the redirection"},
+		{argv: []string{"echo", "data", "2>>{}"}, batch: true, wantErr: "in a redirection's target"},
 	}
 	for _, tc := range tests {
 		x, err := NewExec(tc.argv, ExecOptions{Shell: true, Batch: tc.batch})
@@ -210,7 +264,9 @@ func TestShellCommand(t *testing.T) {
 			continue
 		}
 		paths := []string{"-a;b"}
-		if tc.batch {
+		if tc.paths != nil {
+			paths = tc.paths
+		} else if tc.batch {
 			paths = append(paths, "-a;b")
 		}
 		got := x.command(nil, paths)
