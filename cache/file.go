@@ -40,7 +40,8 @@ func CheckOwned(st *unix.Stat_t) error {
 // locked: exclusively to write, or shared when the file or its file system
 // cannot be written (readOnly; the reason is in why). With reset, an existing
 // file is emptied through the locked descriptor (bbolt then starts a new
-// database in it), never removed by name.
+// database in it), never removed by name, and only if it is pbatch's (see
+// resettable).
 func openFile(ctx context.Context, path string, reset bool) (f *os.File, readOnly bool, why error, err error) {
 	clean := filepath.Clean(path) // "dir/" names dir, not a file in it
 	dfd, err := OpenDir(filepath.Dir(clean), true)
@@ -104,9 +105,10 @@ func openFile(ctx context.Context, path string, reset bool) (f *os.File, readOnl
 		if readOnly {
 			return fail(fmt.Errorf("cannot reset it: %w", why))
 		}
-		// --cache=SHA256SUMS --cache-reset must not empty the manifest.
-		if st.Size > 0 && !looksBolt(f, st.Size) {
-			return fail(errors.New("not a bbolt file: not reset"))
+		// --cache=SHA256SUMS --cache-reset must not empty the manifest, nor
+		// --cache=other.db another program's database.
+		if err := resettable(f, st.Size); err != nil {
+			return fail(err)
 		}
 		if err := unix.Ftruncate(fd, 0); err != nil {
 			return fail(fmt.Errorf("truncate: %w", err))

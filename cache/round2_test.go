@@ -1,0 +1,98 @@
+package cache
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// foreignDB writes another program's bbolt database: a bucket "v1" holding a
+// bucket "meta" with precious=data.
+func foreignDB(t *testing.T, p string, noFreelistSync bool) []byte {
+	b, err := bolt.Open(p, 0o600, &bolt.Options{NoFreelistSync: noFreelistSync})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.Update(func(tx *bolt.Tx) error {
+		v1, err := tx.CreateBucket([]byte("v1"))
+		if err != nil {
+			return err
+		}
+		m, err := v1.CreateBucket([]byte("meta"))
+		if err != nil {
+			return err
+		}
+		return m.Put([]byte("precious"), []byte("data"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	content, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return content
+}
+
+// Another program's database is neither written (a freelist, a meta page)
+// before it is found foreign, nor emptied by --cache-reset.
+func TestForeignUntouched(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		noFreelistSync bool
+	}{{"no freelist in the file", true}, {"freelist in the file", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "other.db")
+			before := foreignDB(t, p, tc.noFreelistSync)
+			if _, err := Open(t.Context(), p, false); !errors.Is(err, ErrForeign) {
+				t.Errorf("open: %v, want ErrForeign", err)
+			}
+			if _, err := Open(t.Context(), p, true); err == nil || !strings.Contains(err.Error(), "another program") {
+				t.Errorf("reset: %v, want refused as another program's", err)
+			}
+			after, _ := os.ReadFile(p)
+			if !bytes.Equal(before, after) {
+				t.Errorf("the foreign database was modified (%d bytes before, %d after)", len(before), len(after))
+			}
+		})
+	}
+}
+
+// --cache-reset empties pbatch's own cache, and a bbolt file too damaged to
+// tell whose it is.
+func TestResetOwnOrDamaged(t *testing.T) {
+	good := goodCache(t)
+	ps := os.Getpagesize()
+	root := parseMeta(good[:ps]).root
+	if m1 := parseMeta(good[ps : 2*ps]); m1.txid > parseMeta(good[:ps]).txid {
+		root = m1.root
+	}
+	noRoot := bytes.Clone(good)
+	clear(noRoot[root*uint64(ps) : (root+1)*uint64(ps)])
+	badMeta := bytes.Clone(good)
+	badMeta[pageHeaderSize+60] ^= 1 // both checksums wrong, magic kept
+	badMeta[ps+pageHeaderSize+60] ^= 1
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name    string
+		content []byte
+	}{{"a pbatch cache", good}, {"its root page lost", noRoot}, {"both meta pages damaged", badMeta}, {"empty", nil}} {
+		p := filepath.Join(dir, "c.db")
+		os.Remove(p)
+		os.WriteFile(p, tc.content, 0o600)
+		db, err := Open(t.Context(), p, true)
+		if err != nil {
+			t.Errorf("%s: reset: %v", tc.name, err)
+			continue
+		}
+		db.Close()
+	}
+}
