@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -123,6 +124,10 @@ func Open(ctx context.Context, path string, reset bool) (*DB, error) {
 			f.Close()
 			return nil, err
 		}
+	}
+	if err := private(uint32(st.Sys().(*syscall.Stat_t).Mode)); err != nil {
+		f.Close()
+		return nil, err
 	}
 	handed := false
 	opts := &bolt.Options{

@@ -41,7 +41,7 @@ func CheckOwned(st *unix.Stat_t) error {
 // cannot be written (readOnly; the reason is in why). With reset, an existing
 // file is emptied through the locked descriptor (bbolt then starts a new
 // database in it), never removed by name, and only if it is pbatch's (see
-// resettable).
+// resettable) and private.
 func openFile(ctx context.Context, path string, reset bool) (f *os.File, readOnly bool, why error, err error) {
 	clean := filepath.Clean(path) // "dir/" names dir, not a file in it
 	dfd, err := OpenDir(filepath.Dir(clean), true)
@@ -110,11 +110,26 @@ func openFile(ctx context.Context, path string, reset bool) (f *os.File, readOnl
 		if err := resettable(f, st.Size); err != nil {
 			return fail(err)
 		}
+		if err := private(st.Mode); err != nil {
+			return fail(err)
+		}
 		if err := unix.Ftruncate(fd, 0); err != nil {
 			return fail(fmt.Errorf("truncate: %w", err))
 		}
 	}
 	return f, readOnly, why, nil
+}
+
+// private refuses a cache (mode is its st_mode) that group or others can
+// read: its entries name files, with their digests and stat data, of trees
+// they may not list. pbatch has always created it 0600. Checked once the file
+// is known to be a cache, so that a manifest named by mistake is called what
+// it is.
+func private(mode uint32) error {
+	if mode&0o044 != 0 {
+		return fmt.Errorf("readable by group or others (mode %04o): chmod 600 it: %w", mode&0o7777, ErrNotSafe)
+	}
+	return nil
 }
 
 // busyWait is how long Open waits for another run to let go of the cache.

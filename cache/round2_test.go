@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,5 +95,27 @@ func TestResetOwnOrDamaged(t *testing.T) {
 			continue
 		}
 		db.Close()
+	}
+}
+
+// A cache others can read lists names, digests and stat data: refused (pbatch
+// has always created it 0600).
+func TestCacheReadableByOthers(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.db")
+	db, err := Open(t.Context(), p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	for _, mode := range []os.FileMode{0o640, 0o604} {
+		os.Chmod(p, mode)
+		db, err := Open(t.Context(), p, false)
+		if err == nil {
+			db.Close()
+		}
+		want := fmt.Sprintf("readable by group or others (mode %04o): chmod 600 it", mode)
+		if !errors.Is(err, ErrNotSafe) || !strings.Contains(err.Error(), want) {
+			t.Errorf("mode %o: %v, want refused (%s)", mode, err, want)
+		}
 	}
 }
