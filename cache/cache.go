@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -90,12 +89,14 @@ type put struct {
 var timeNow = time.Now
 
 // DefaultPath is $XDG_CACHE_HOME/pbatch/cache.db, else ~/.cache/pbatch/cache.db.
+// The parts are joined as text, not cleaned: a ".." in the variable is
+// resolved by OpenDir on the file system.
 func DefaultPath() (string, error) {
 	dir, err := os.UserCacheDir()
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(dir, "pbatch", "cache.db"), nil
+	return strings.TrimRight(dir, "/") + "/pbatch/cache.db", nil
 }
 
 // Open opens (or creates) the cache at path; see openFile for how the file is

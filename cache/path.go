@@ -95,7 +95,9 @@ func OpenDir(dir string, create bool) (int, error) {
 		}
 		name := join(shown, c.name)
 		nfd, err := unix.Openat(fd, c.name, flags, 0)
-		if err == unix.ENOENT && create && !c.link && c.name != ".." {
+		// A missing directory followed by ".." is not made: the kernel says
+		// ENOENT there, and the path would lead elsewhere than it reads.
+		if err == unix.ENOENT && create && !c.link && c.name != ".." && !hasDotDot(todo) {
 			if err := unix.Mkdirat(fd, c.name, 0o700); err != nil && err != unix.EEXIST {
 				unix.Close(fd)
 				return -1, unavailable("cannot be created: %w", &os.PathError{Op: "mkdir", Path: name, Err: err})
@@ -169,6 +171,15 @@ func checkDir(st *unix.Stat_t, name string, euid uint32) error {
 		return refusef("%s is writable by group or others and not sticky (mode %04o)", name, st.Mode&0o7777)
 	}
 	return nil
+}
+
+func hasDotDot(todo []component) bool {
+	for _, c := range todo {
+		if c.name == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 func join(dir, name string) string {

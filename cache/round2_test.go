@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 )
 
 // foreignDB writes another program's bbolt database: a bucket "v1" holding a
@@ -117,5 +118,73 @@ func TestCacheReadableByOthers(t *testing.T) {
 		if !errors.Is(err, ErrNotSafe) || !strings.Contains(err.Error(), want) {
 			t.Errorf("mode %o: %v, want refused (%s)", mode, err, want)
 		}
+	}
+}
+
+// Names that are not files of their own are refused before they are opened to
+// read or write: a device, a procfs file of size 0 (the old code wrote a new
+// bbolt database into /proc/self/comm, renaming the test's thread).
+func TestPseudoFiles(t *testing.T) {
+	comm, _ := os.ReadFile("/proc/self/comm")
+	for _, tc := range []struct{ path, want string }{
+		{"/proc/self/comm", "on a proc file system"},
+		{"/proc/sys/kernel/domainname", "on a proc file system"},
+		{"/dev/null", "not a regular file"},
+	} {
+		for _, reset := range []bool{false, true} {
+			db, err := Open(t.Context(), tc.path, reset)
+			if err == nil {
+				db.Close()
+			}
+			if !errors.Is(err, ErrNotSafe) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s (reset %v): %v, want refused: %s", tc.path, reset, err, tc.want)
+			}
+		}
+	}
+	if now, _ := os.ReadFile("/proc/self/comm"); !bytes.Equal(now, comm) {
+		t.Errorf("/proc/self/comm was written: %q", now)
+	}
+}
+
+// ".." is resolved on the file system, after symlinks, as the kernel does; a
+// name ending in "/" names a directory.
+func TestPathsResolvedByTheFileSystem(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "real", "deep"), 0o700)
+	os.Symlink("real/deep", filepath.Join(dir, "rl"))
+	db, err := Open(t.Context(), dir+"/rl/../lex.db", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := os.Stat(filepath.Join(dir, "real", "lex.db")); err != nil {
+		t.Errorf("rl/../lex.db: %v, want it in real/ (rl's target's parent)", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "lex.db")); err == nil {
+		t.Error("rl/../lex.db was created next to rl")
+	}
+
+	// A missing directory followed by "..": ENOENT, nothing made.
+	_, err = Open(t.Context(), dir+"/x/../y/c.db", false)
+	if !errors.Is(err, unix.ENOENT) {
+		t.Errorf("x/../y/c.db with x missing: %v, want ENOENT", err)
+	}
+	for _, n := range []string{"x", "y"} {
+		if _, err := os.Lstat(filepath.Join(dir, n)); err == nil {
+			t.Errorf("%s was created", n)
+		}
+	}
+
+	for _, p := range []string{dir + "/newc/", dir + "/real/..", dir + "/real/."} {
+		db, err := Open(t.Context(), p, false)
+		if err == nil {
+			db.Close()
+		}
+		if !errors.Is(err, ErrNotSafe) || !strings.Contains(err.Error(), "names a directory") {
+			t.Errorf("%s: %v, want refused as a directory name", p, err)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "newc")); err == nil {
+		t.Error("newc/ was created")
 	}
 }
