@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
@@ -33,6 +35,18 @@ func CheckOwned(st *unix.Stat_t) error {
 		return fmt.Errorf("writable by group or others (mode %04o): %w", st.Mode&0o7777, ErrNotSafe)
 	}
 	return nil
+}
+
+// QuoteName makes a name safe for a diagnostic line as package main's
+// quoteName does: names with control characters, invalid UTF-8 or invisible
+// format characters are Go-quoted, so a name cannot forge or hide a line.
+func QuoteName(s string) string {
+	for _, r := range s {
+		if r == utf8.RuneError || !strconv.IsPrint(r) || r == '"' {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // SplitName splits the path of a file pbatch opens for itself into its

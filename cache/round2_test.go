@@ -188,3 +188,19 @@ func TestPathsResolvedByTheFileSystem(t *testing.T) {
 		t.Error("newc/ was created")
 	}
 }
+
+// Names in OpenDir's messages are quoted: a newline in one cannot start a
+// line of its own.
+func TestOpenDirQuotesNames(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "a\npbatch: forged")
+	os.Mkdir(bad, 0o700)
+	os.Chmod(bad, 0o777)
+	os.Symlink("nowhere", filepath.Join(dir, "l\nx"))
+	for _, p := range []string{bad + "/c.db", dir + "/l\nx/c.db", dir + "/m\nissing\x1b/c.db"} {
+		_, err := OpenDir(filepath.Dir(p), false)
+		if err == nil || strings.ContainsAny(err.Error(), "\n\x1b") {
+			t.Errorf("%q: %q, want an error without raw control characters", p, err)
+		}
+	}
+}
