@@ -112,7 +112,7 @@ func checkFile(f *os.File, size int64, writable bool) error {
 	}
 	// Another program's database is refused before anything is written to
 	// it (writeFreelist below, bbolt's own meta page).
-	if mine, other, err := topBuckets(f, uint64(ps), m); err == nil && !mine && other {
+	if foreign, err := foreignBuckets(f, uint64(ps), m); err == nil && foreign {
 		return ErrForeign
 	}
 	c := &checker{f: f, ps: uint64(ps), hwm: m.pgid, seen: make([]byte, (m.pgid+7)/8)}
@@ -422,19 +422,25 @@ func (c *checker) leaf(id uint64, p []byte, depth int, lo, hi []byte) ([]byte, e
 	return nil, nil
 }
 
-// topBuckets reports whether the root of meta page m holds pbatch's bucket
-// (mine) and whether it holds others, reading only the root's own tree.
-func topBuckets(f *os.File, ps uint64, m boltMeta) (mine, other bool, err error) {
+// foreignBuckets reports whether the root of meta page m holds buckets no
+// pbatch cache has: one not named as pbatch's, or its entries without its
+// meta bucket (both are made in one transaction). It reads only the root's
+// own tree.
+func foreignBuckets(f *os.File, ps uint64, m boltMeta) (bool, error) {
 	c := &checker{f: f, ps: ps, hwm: m.pgid, seen: make([]byte, (m.pgid+7)/8)}
 	c.seen[0] |= 3
-	err = c.top(m.root, 0, func(name []byte) {
-		if bytes.Equal(name, metaBucket) {
+	mine, entries, other := false, false, false
+	err := c.top(m.root, 0, func(name []byte) {
+		switch {
+		case bytes.Equal(name, metaBucket):
 			mine = true
-		} else {
+		case bytes.Equal(name, entriesBucket):
+			entries = true
+		default:
 			other = true
 		}
 	})
-	return mine, other, err
+	return other || entries && !mine, err
 }
 
 // top calls fn with the name of each bucket in the tree at page id, without
@@ -481,7 +487,7 @@ func (c *checker) top(id uint64, depth int, fn func([]byte)) error {
 // resettable says whether --cache-reset may empty the file f of size bytes:
 // an empty file, a pbatch cache, or a bbolt file too damaged to tell whose it
 // is. One whose meta pages (either of them, as long as it can be read) lead
-// to buckets that are not pbatch's is another program's database.
+// to buckets no pbatch cache has is another program's database.
 func resettable(f *os.File, size int64) error {
 	if size == 0 {
 		return nil
@@ -502,8 +508,8 @@ func resettable(f *os.File, size int64) error {
 		if !m.valid || m.pgid < 2 || m.pgid > uint64(size)/uint64(ps) {
 			continue
 		}
-		if mine, other, err := topBuckets(f, uint64(ps), m); err == nil && !mine && other {
-			return errors.New("a bbolt database of another program (no pbatch bucket): not reset")
+		if foreign, err := foreignBuckets(f, uint64(ps), m); err == nil && foreign {
+			return errors.New("a bbolt database of another program (buckets not pbatch's): not reset")
 		}
 	}
 	return nil

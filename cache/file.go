@@ -207,7 +207,9 @@ func openFile(ctx context.Context, path string, reset bool) (f *os.File, readOnl
 	if err != nil {
 		return nil, false, nil, fmt.Errorf("open: %w", err)
 	}
-	f = os.NewFile(uintptr(fd), path)
+	// Its name is in the errors of every read and write: quoted, as the
+	// caller's line is.
+	f = os.NewFile(uintptr(fd), QuoteName(path))
 	fail := func(err error) (*os.File, bool, error, error) {
 		f.Close()
 		return nil, false, nil, err

@@ -15,7 +15,8 @@ import (
 
 // foreignDB writes another program's bbolt database: a bucket "v1" holding a
 // bucket "meta" with precious=data.
-func foreignDB(t *testing.T, p string, noFreelistSync bool) []byte {
+// With pbatchToo, a bucket named as pbatch's meta bucket is there too.
+func foreignDB(t *testing.T, p string, noFreelistSync, pbatchToo bool) []byte {
 	b, err := bolt.Open(p, 0o600, &bolt.Options{NoFreelistSync: noFreelistSync})
 	if err != nil {
 		t.Fatal(err)
@@ -29,7 +30,17 @@ func foreignDB(t *testing.T, p string, noFreelistSync bool) []byte {
 		if err != nil {
 			return err
 		}
-		return m.Put([]byte("precious"), []byte("data"))
+		if err := m.Put([]byte("precious"), []byte("data")); err != nil {
+			return err
+		}
+		if pbatchToo {
+			pm, err := tx.CreateBucket(metaBucket)
+			if err != nil {
+				return err
+			}
+			return pm.Put(formatKey, formatValue)
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -50,11 +61,20 @@ func TestForeignUntouched(t *testing.T) {
 	for _, tc := range []struct {
 		name           string
 		noFreelistSync bool
-	}{{"no freelist in the file", true}, {"freelist in the file", false}} {
+		pbatchToo      bool
+	}{
+		{"no freelist in the file", true, false},
+		{"freelist in the file", false, false},
+		{"a bucket named as pbatch's among others", true, true},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "other.db")
-			before := foreignDB(t, p, tc.noFreelistSync)
-			if _, err := Open(t.Context(), p, false); !errors.Is(err, ErrForeign) {
+			before := foreignDB(t, p, tc.noFreelistSync, tc.pbatchToo)
+			db, err := Open(t.Context(), p, false)
+			if err == nil {
+				db.Close()
+			}
+			if !errors.Is(err, ErrForeign) {
 				t.Errorf("open: %v, want ErrForeign", err)
 			}
 			if _, err := Open(t.Context(), p, true); err == nil || !strings.Contains(err.Error(), "another program") {
