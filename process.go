@@ -22,9 +22,8 @@ const exitLocked = 75
 // directory or symlink another user controls); the file is opened by
 // cache.OpenOwn (never through a symlink, a device or a pseudo file system's
 // file; created 0600 if missing), never truncated, and must be readable by no
-// one else: flock works on a descriptor
-// open for reading, so any user who can read the file can hold the lock and
-// stop every run.
+// one else: flock works on a descriptor open for reading, so any user who can
+// read the file can hold the lock and stop every run.
 // With wait > 0 it retries until the deadline, and stops at the first signal.
 func takeLock(ctx context.Context, path string, wait time.Duration) (int, error) {
 	dir, base, err := cache.SplitName(path)
