@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"pbatch/cache"
 )
 
 // mountExt4OneSecond mounts a new ext4 with 128-byte inodes (timestamps in
@@ -173,5 +175,15 @@ func TestCacheTruncatedDuringOpen(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "damaged") {
 		t.Errorf("exit %d, stderr %q: want the cache reported damaged", code, stderr.String())
+	}
+}
+
+// Package cache quotes the names in its messages itself (cache.QuoteName):
+// it must quote as the rest of pbatch does.
+func TestCacheQuoteNameAgrees(t *testing.T) {
+	for _, s := range []string{"plain", "/tmp/a b", "a\nb", "\xff", "tab\there", "q\"uote", "zero\u200bwidth", "é", "\x1b[31m"} {
+		if got, want := cache.QuoteName(s), quoteName(s); got != want {
+			t.Errorf("%q: cache.QuoteName %s, quoteName %s", s, got, want)
+		}
 	}
 }

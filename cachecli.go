@@ -23,7 +23,10 @@ func (o *engineOpts) openCache(ctx context.Context, cmd string, roots []string, 
 	if path == cacheDefault {
 		p, err := cache.DefaultPath()
 		if err != nil {
-			return ro, noop, usagef(cmd, "--cache: no cache directory (%s); give --cache=PATH", err)
+			// A service may run with no HOME: the files decide the exit,
+			// not the missing place for a cache.
+			fmt.Fprintf(stderr, "pbatch: --cache: no cache directory (%s): running without it; give --cache=PATH\n", err)
+			return ro, noop, nil
 		}
 		path = p
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -20,33 +19,24 @@ const exitLocked = 75
 // takeLock takes an exclusive flock on path before anything is touched. The lock
 // belongs to the open descriptor, so it dies with the process: no stale PID
 // files. Its directory is reached as the cache's is (cache.OpenDir: no
-// directory or symlink another user controls); the file is opened without
-// following a symlink, created 0600 if missing, never truncated, and must pass
-// cache.CheckOwned and be readable by no one else: flock works on a descriptor
-// open for reading, so any user who can read the file can hold the lock and
-// stop every run.
+// directory or symlink another user controls); the file is opened by
+// cache.OpenOwn (never through a symlink, a device or a pseudo file system's
+// file; created 0600 if missing), never truncated, and must be readable by no
+// one else: flock works on a descriptor open for reading, so any user who can
+// read the file can hold the lock and stop every run.
 // With wait > 0 it retries until the deadline, and stops at the first signal.
 func takeLock(ctx context.Context, path string, wait time.Duration) (int, error) {
-	clean := filepath.Clean(path)
-	dfd, err := cache.OpenDir(filepath.Dir(clean), false)
+	dir, base, err := cache.SplitName(path)
+	if err != nil {
+		return -1, err
+	}
+	dfd, err := cache.OpenDir(dir, false)
 	if err != nil {
 		return -1, err
 	}
 	defer unix.Close(dfd)
-	fd, err := unix.Openat(dfd, filepath.Base(clean), unix.O_RDONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0o600)
-	if err == unix.ELOOP {
-		return -1, fmt.Errorf("a symlink: %w", cache.ErrNotSafe)
-	}
+	fd, st, _, err := cache.OpenOwn(dfd, base, unix.O_RDONLY, true)
 	if err != nil {
-		return -1, err
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	if err := cache.CheckOwned(&st); err != nil {
-		unix.Close(fd)
 		return -1, err
 	}
 	if st.Mode&0o044 != 0 {

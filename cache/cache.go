@@ -11,12 +11,12 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -89,12 +89,14 @@ type put struct {
 var timeNow = time.Now
 
 // DefaultPath is $XDG_CACHE_HOME/pbatch/cache.db, else ~/.cache/pbatch/cache.db.
+// The parts are joined as text, not cleaned: a ".." in the variable is
+// resolved by OpenDir on the file system.
 func DefaultPath() (string, error) {
 	dir, err := os.UserCacheDir()
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(dir, "pbatch", "cache.db"), nil
+	return strings.TrimRight(dir, "/") + "/pbatch/cache.db", nil
 }
 
 // Open opens (or creates) the cache at path; see openFile for how the file is
@@ -123,6 +125,10 @@ func Open(ctx context.Context, path string, reset bool) (*DB, error) {
 			f.Close()
 			return nil, err
 		}
+	}
+	if err := private(uint32(st.Sys().(*syscall.Stat_t).Mode)); err != nil {
+		f.Close()
+		return nil, err
 	}
 	handed := false
 	opts := &bolt.Options{

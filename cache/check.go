@@ -110,6 +110,11 @@ func checkFile(f *os.File, size int64, writable bool) error {
 	if m.pgid < 2 || m.pgid > uint64(size)/uint64(ps) {
 		return damagedf("truncated: %d bytes, its pages need %d", size, m.pgid*uint64(ps))
 	}
+	// Another program's database is refused before anything is written to
+	// it (writeFreelist below, bbolt's own meta page).
+	if foreign, err := foreignBuckets(f, uint64(ps), m); err == nil && foreign {
+		return ErrForeign
+	}
 	c := &checker{f: f, ps: uint64(ps), hwm: m.pgid, seen: make([]byte, (m.pgid+7)/8)}
 	c.seen[0] |= 3 // the meta pages
 	if _, err = c.page(m.root, 0, nil, nil); err != nil {
@@ -415,4 +420,97 @@ func (c *checker) leaf(id uint64, p []byte, depth int, lo, hi []byte) ([]byte, e
 		return bytes.Clone(running), nil
 	}
 	return nil, nil
+}
+
+// foreignBuckets reports whether the root of meta page m holds buckets no
+// pbatch cache has: one not named as pbatch's, or its entries without its
+// meta bucket (both are made in one transaction). It reads only the root's
+// own tree.
+func foreignBuckets(f *os.File, ps uint64, m boltMeta) (bool, error) {
+	c := &checker{f: f, ps: ps, hwm: m.pgid, seen: make([]byte, (m.pgid+7)/8)}
+	c.seen[0] |= 3
+	mine, entries, other := false, false, false
+	err := c.top(m.root, 0, func(name []byte) {
+		switch {
+		case bytes.Equal(name, metaBucket):
+			mine = true
+		case bytes.Equal(name, entriesBucket):
+			entries = true
+		default:
+			other = true
+		}
+	})
+	return other || entries && !mine, err
+}
+
+// top calls fn with the name of each bucket in the tree at page id, without
+// going into the buckets.
+func (c *checker) top(id uint64, depth int, fn func([]byte)) error {
+	if depth > maxDepth {
+		return damagedf("nested more than %d levels deep", maxDepth)
+	}
+	b, err := c.read(id, depth)
+	if err != nil {
+		return err
+	}
+	le := binary.LittleEndian
+	n := int(le.Uint16(b[10:]))
+	if pageHeaderSize+n*elemSize > len(b) {
+		return damagedf("page %d has %d elements, more than it holds", id, n)
+	}
+	switch le.Uint16(b[8:]) {
+	case branchPage:
+		for i := range n {
+			if err := c.top(le.Uint64(b[pageHeaderSize+i*elemSize+8:]), depth+1, fn); err != nil {
+				return err
+			}
+		}
+		return nil
+	case leafPage:
+		for i := range n {
+			off := pageHeaderSize + i*elemSize
+			e := b[off:]
+			start := uint64(off) + uint64(le.Uint32(e[4:]))
+			end := start + uint64(le.Uint32(e[8:]))
+			if end > uint64(len(b)) {
+				return damagedf("leaf page %d: entry %d lies outside the page", id, i)
+			}
+			if le.Uint32(e[0:])&bucketLeaf != 0 {
+				fn(b[start:end])
+			}
+		}
+		return nil
+	}
+	return damagedf("page %d has type %#x, not a branch or leaf", id, le.Uint16(b[8:]))
+}
+
+// resettable says whether --cache-reset may empty the file f of size bytes:
+// an empty file, a pbatch cache, or a bbolt file too damaged to tell whose it
+// is. One whose meta pages (either of them, as long as it can be read) lead
+// to buckets no pbatch cache has is another program's database.
+func resettable(f *os.File, size int64) error {
+	if size == 0 {
+		return nil
+	}
+	if !looksBolt(f, size) {
+		return errors.New("not a bbolt file: not reset")
+	}
+	ps, err := pageSize(f, size)
+	if err != nil {
+		return nil // damaged: nothing tells whose it is
+	}
+	for i := range int64(2) {
+		p := make([]byte, ps)
+		if _, err := f.ReadAt(p, i*int64(ps)); err != nil {
+			continue
+		}
+		m := parseMeta(p)
+		if !m.valid || m.pgid < 2 || m.pgid > uint64(size)/uint64(ps) {
+			continue
+		}
+		if foreign, err := foreignBuckets(f, uint64(ps), m); err == nil && foreign {
+			return errors.New("a bbolt database of another program (buckets not pbatch's): not reset")
+		}
+	}
+	return nil
 }

@@ -60,12 +60,12 @@ func OpenDir(dir string, create bool) (int, error) {
 		}
 		nfd, err := unix.Open(name, flags|unix.O_DIRECTORY, 0)
 		if err != nil {
-			return &os.PathError{Op: "open", Path: name, Err: err}
+			return &os.PathError{Op: "open", Path: QuoteName(name), Err: err}
 		}
 		var st unix.Stat_t
 		if err := unix.Fstat(nfd, &st); err != nil {
 			unix.Close(nfd)
-			return &os.PathError{Op: "fstat", Path: name, Err: err}
+			return &os.PathError{Op: "fstat", Path: QuoteName(name), Err: err}
 		}
 		if err := checkDir(&st, name, euid); err != nil {
 			unix.Close(nfd)
@@ -95,22 +95,24 @@ func OpenDir(dir string, create bool) (int, error) {
 		}
 		name := join(shown, c.name)
 		nfd, err := unix.Openat(fd, c.name, flags, 0)
-		if err == unix.ENOENT && create && !c.link && c.name != ".." {
+		// A missing directory followed by ".." is not made: the kernel says
+		// ENOENT there, and the path would lead elsewhere than it reads.
+		if err == unix.ENOENT && create && !c.link && c.name != ".." && !hasDotDot(todo) {
 			if err := unix.Mkdirat(fd, c.name, 0o700); err != nil && err != unix.EEXIST {
 				unix.Close(fd)
-				return -1, unavailable("cannot be created: %w", &os.PathError{Op: "mkdir", Path: name, Err: err})
+				return -1, unavailable("cannot be created: %w", &os.PathError{Op: "mkdir", Path: QuoteName(name), Err: err})
 			}
 			nfd, err = unix.Openat(fd, c.name, flags, 0)
 		}
 		if err != nil {
 			unix.Close(fd)
-			return -1, &os.PathError{Op: "open", Path: name, Err: err}
+			return -1, &os.PathError{Op: "open", Path: QuoteName(name), Err: err}
 		}
 		var st unix.Stat_t
 		if err := unix.Fstat(nfd, &st); err != nil {
 			unix.Close(nfd)
 			unix.Close(fd)
-			return -1, &os.PathError{Op: "fstat", Path: name, Err: err}
+			return -1, &os.PathError{Op: "fstat", Path: QuoteName(name), Err: err}
 		}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
@@ -126,11 +128,11 @@ func OpenDir(dir string, create bool) (int, error) {
 			unix.Close(nfd)
 			switch {
 			case st.Uid != 0 && st.Uid != euid:
-				err = refusef("%s is a symlink owned by uid %d", name, st.Uid)
+				err = refusef("%s is a symlink owned by uid %d", QuoteName(name), st.Uid)
 			case err != nil:
-				err = &os.PathError{Op: "readlink", Path: name, Err: err}
+				err = &os.PathError{Op: "readlink", Path: QuoteName(name), Err: err}
 			case hops >= maxHops:
-				err = &os.PathError{Op: "open", Path: name, Err: unix.ELOOP}
+				err = &os.PathError{Op: "open", Path: QuoteName(name), Err: unix.ELOOP}
 			}
 			if err != nil {
 				unix.Close(fd)
@@ -151,7 +153,7 @@ func OpenDir(dir string, create bool) (int, error) {
 		default:
 			unix.Close(nfd)
 			unix.Close(fd)
-			return -1, &os.PathError{Op: "open", Path: name, Err: unix.ENOTDIR}
+			return -1, &os.PathError{Op: "open", Path: QuoteName(name), Err: unix.ENOTDIR}
 		}
 	}
 	return fd, nil
@@ -164,11 +166,20 @@ func OpenDir(dir string, create bool) (int, error) {
 func checkDir(st *unix.Stat_t, name string, euid uint32) error {
 	switch {
 	case st.Uid != 0 && st.Uid != euid:
-		return refusef("%s is a directory owned by uid %d", name, st.Uid)
+		return refusef("%s is a directory owned by uid %d", QuoteName(name), st.Uid)
 	case st.Mode&0o022 != 0 && st.Mode&unix.S_ISVTX == 0:
-		return refusef("%s is writable by group or others and not sticky (mode %04o)", name, st.Mode&0o7777)
+		return refusef("%s is writable by group or others and not sticky (mode %04o)", QuoteName(name), st.Mode&0o7777)
 	}
 	return nil
+}
+
+func hasDotDot(todo []component) bool {
+	for _, c := range todo {
+		if c.name == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 func join(dir, name string) string {
