@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -54,7 +55,7 @@ func (s *sortedNames) add(name []byte, dt uint8) {
 	}
 	if s.used == 0 || cap(s.chunks[s.used-1])-len(s.chunks[s.used-1]) < len(name) {
 		if s.used == len(s.chunks) {
-			s.chunks = append(s.chunks, make([]byte, 0, snChunk))
+			s.chunks = append(s.chunks, (*snChunks.Get().(*[]byte))[:0])
 		}
 		s.chunks[s.used] = s.chunks[s.used][:0]
 		s.used++
@@ -120,7 +121,16 @@ func (s *sortedNames) close() {
 	if s.spill != nil {
 		s.spill.Close()
 	}
+	for i := range s.chunks {
+		c := s.chunks[i][:0]
+		snChunks.Put(&c)
+	}
+	s.chunks, s.used = nil, 0
 }
+
+// snChunks keeps name chunks between directories: zeroing a fresh 64 KiB
+// chunk for each directory costs more than listing a small one.
+var snChunks = sync.Pool{New: func() any { b := make([]byte, 0, snChunk); return &b }}
 
 // run is one sorted run being merged: read back from the file, or the names
 // still in memory.
