@@ -172,9 +172,6 @@ func (o *overlap) claimFiles() {
 func (o *overlap) repeat(path string, ni int, st *unix.Stat_t) (seen, limit bool) {
 	id := devIno{uint64(st.Dev), st.Ino}
 	dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-	if dir {
-		o.addDirPath(path)
-	}
 	switch _, named := o.dirs[id]; {
 	case dir && named:
 		seen = o.takenDirs[id]
@@ -224,10 +221,13 @@ func (o *overlap) addDirPath(path string) {
 	o.dirPaths[filepath.Clean(path)] = struct{}{}
 }
 
-// below reports whether a path read from stdin lies, by its spelling, below
-// a directory PATH fed before it, whose walk emits it: a file within the depth
-// limit, a directory only without one (with one, its own walk goes deeper). A
-// spelling with ".." is not judged: a symlink before it could lead anywhere.
+// below reports whether a path read from stdin lies below a directory PATH
+// whose walk has started, and whose walk emits it: a file within the depth
+// limit, a directory only without one (with one, its own walk goes deeper).
+// The spelling says which PATH; each component after it is then looked at
+// without following it, since the walk does not go through a symlink (nor
+// does it list a symlink as what it points to). A spelling with ".." is not
+// judged: a symlink before it could lead anywhere.
 func (o *overlap) below(path string, dir bool) bool {
 	if len(o.dirPaths) == 0 || strings.Contains(path, "..") || dir && o.maxDepth >= 0 {
 		return false
@@ -236,11 +236,23 @@ func (o *overlap) below(path string, dir bool) bool {
 	for depth := 1; ; depth++ {
 		d := filepath.Dir(p)
 		if _, ok := o.dirPaths[d]; ok {
-			return o.maxDepth < 0 || depth <= o.maxDepth
+			return (o.maxDepth < 0 || depth <= o.maxDepth) && noSymlinkBelow(d, filepath.Clean(path))
 		}
 		if d == p || d == "." {
 			return false
 		}
 		p = d
 	}
+}
+
+// noSymlinkBelow reports whether every component of path after dir (its
+// prefix) is there and not a symlink.
+func noSymlinkBelow(dir, path string) bool {
+	var st unix.Stat_t
+	for p := path; p != dir && len(p) > len(dir); p = filepath.Dir(p) {
+		if unix.Lstat(p, &st) != nil || st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return false
+		}
+	}
+	return true
 }

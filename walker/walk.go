@@ -565,6 +565,9 @@ func (w *walk) feed(path string, named int, em *emitter) {
 		// walked by nobody. Said, not silent; the new one is walked.
 		em.add(Entry{Root: &Root{Path: path, fd: -1}, Type: Dir, Err: ErrReplaced})
 	}
+	if !w.opt.Follow {
+		w.ov.addDirPath(path) // its walk has begun: paths below it are its to emit
+	}
 	root := &Root{Path: path, fd: fd, dev: st.Dev, ino: st.Ino, sem: w.rootSem}
 	if noOpenat2.Load() {
 		if root.os, err = os.OpenRoot(procFd(fd)); err != nil {
