@@ -124,7 +124,17 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (int, syscall
 			// Something does not give way to the cancellation: a write to a
 			// stdout nobody reads, a file system that does not answer. The
 			// first signal must still end the run (SAFETY 26).
-			fmt.Fprintf(stderr, "pbatch: still running %v after %s: exiting\n", signalGrace, signalName(first))
+			// stderr may be the stuck pipe too (2>&1): the line gets a moment,
+			// not the power to stop the exit.
+			said := make(chan struct{})
+			go func() {
+				fmt.Fprintf(stderr, "pbatch: still running %v after %s: exiting\n", signalGrace, signalName(first))
+				close(said)
+			}()
+			select {
+			case <-said:
+			case <-time.After(100 * time.Millisecond):
+			}
 			tasks.HoldRemovals(time.Second)
 			dieBy(first)
 		case <-done:

@@ -1004,38 +1004,47 @@ func TestFirstSignalEndsBlockedRun(t *testing.T) {
 	bin := pbatchBin(t)
 	dir := t.TempDir()
 	makeFiles(t, dir, 3000, func(i int) string { return strconv.Itoa(i) })
-	cmd := exec.Command(bin, "hash", "-w", "2", dir)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
+	// With 2>&1 the line saying why cannot be written either: it must not
+	// stop the exit.
+	for _, sameStderr := range []bool{false, true} {
+		t.Run(fmt.Sprintf("2>&1=%v", sameStderr), func(t *testing.T) {
+			cmd := exec.Command(bin, "hash", "-w", "2", dir)
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close() // never read: the pipe fills and pbatch blocks in write
+			var stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = w, &stderr
+			if sameStderr {
+				cmd.Stderr = w
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			time.Sleep(time.Second)
+			start := time.Now()
+			cmd.Process.Signal(syscall.SIGTERM)
+			ended := make(chan error, 1)
+			go func() { ended <- cmd.Wait() }()
+			select {
+			case <-ended:
+			case <-time.After(20 * time.Second):
+				cmd.Process.Kill()
+				<-ended
+				t.Fatalf("still running 20 s after one SIGTERM\n%s", stderr.String())
+			}
+			ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			if !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+				t.Errorf("ended with %v, want killed by SIGTERM\n%s", cmd.ProcessState, stderr.String())
+			}
+			if !sameStderr && !strings.Contains(stderr.String(), "still running 5s after SIGTERM: exiting") {
+				t.Errorf("stderr %q, want the line saying why it exits", stderr.String())
+			}
+			t.Logf("ended %v after SIGTERM", time.Since(start).Round(100*time.Millisecond))
+		})
 	}
-	defer r.Close() // never read: the pipe fills and pbatch blocks in write
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = w, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	time.Sleep(time.Second)
-	start := time.Now()
-	cmd.Process.Signal(syscall.SIGTERM)
-	ended := make(chan error, 1)
-	go func() { ended <- cmd.Wait() }()
-	select {
-	case <-ended:
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		<-ended
-		t.Fatalf("still running 20 s after one SIGTERM\n%s", stderr.String())
-	}
-	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	if !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
-		t.Errorf("ended with %v, want killed by SIGTERM\n%s", cmd.ProcessState, stderr.String())
-	}
-	if !strings.Contains(stderr.String(), "still running 5s after SIGTERM: exiting") {
-		t.Errorf("stderr %q, want the line saying why it exits", stderr.String())
-	}
-	t.Logf("ended %v after SIGTERM", time.Since(start).Round(100*time.Millisecond))
 }
 
 // TestNamedDirReplaced: a directory PATH inside another PATH is left out of
