@@ -114,7 +114,7 @@ func fromWalk(e *walker.Entry, r *Result) bool {
 		r.Status, r.Err = Vanished, e.Err
 		return true
 	case errors.Is(e.Err, walker.ErrVisited), errors.Is(e.Err, walker.ErrDangling),
-		errors.Is(e.Err, walker.ErrSeen), errors.Is(e.Err, walker.ErrSeenLimit):
+		errors.Is(e.Err, walker.ErrSeen), errors.Is(e.Err, walker.ErrSeenLimit), errors.Is(e.Err, walker.ErrVisitLimit):
 		r.Status, r.Err = Skipped, e.Err
 		return true
 	default:

@@ -16,18 +16,19 @@ import (
 // a sibling), so the walk remembers the directories it reads there to read
 // each once (SAFETY 6). Elsewhere it remembers only those it is inside. It
 // reads /proc/self/mountinfo and stats nothing, so a hung network mount
-// cannot stop the run here; without /proc the set is empty.
-func bindDevices() map[uint64]struct{} {
+// cannot stop the run here; without /proc the set is empty. ok is false when
+// mountinfo could not be read to its end: then no device can be ruled out.
+func bindDevices() (map[uint64]struct{}, bool) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return nil
+		return nil, true
 	}
 	defer f.Close()
 	return parseBinds(f)
 }
 
 // parseBinds reads mountinfo(5) lines for bindDevices.
-func parseBinds(r io.Reader) map[uint64]struct{} {
+func parseBinds(r io.Reader) (map[uint64]struct{}, bool) {
 	seen := make(map[uint64]bool) // a device's first mount
 	var binds map[uint64]struct{}
 	sc := bufio.NewScanner(r)
@@ -56,5 +57,8 @@ func parseBinds(r io.Reader) map[uint64]struct{} {
 		}
 		seen[dev] = true
 	}
-	return binds
+	if sc.Err() != nil {
+		return nil, false // not known: the caller remembers every directory
+	}
+	return binds, true
 }

@@ -22,7 +22,11 @@ func TestParseBinds(t *testing.T) {
 		{"damaged lines", "garbage\n1 2 x:y /a /b\n1 2 3 /a\n\n", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := slices.Sorted(maps.Keys(parseBinds(strings.NewReader(tc.in))))
+			binds, ok := parseBinds(strings.NewReader(tc.in))
+			if !ok {
+				t.Fatal("read as incomplete")
+			}
+			got := slices.Sorted(maps.Keys(binds))
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
@@ -30,10 +34,17 @@ func TestParseBinds(t *testing.T) {
 	}
 }
 
+func TestParseBindsLongLine(t *testing.T) {
+	if _, ok := parseBinds(strings.NewReader("1 0 8:1 / /" + strings.Repeat("x", 2<<20) + " rw\n")); ok {
+		t.Error("a line past the scanner's limit was taken as the whole of mountinfo")
+	}
+}
+
 func FuzzParseBinds(f *testing.F) {
 	f.Add("22 1 254:0 / / rw - ext4 /dev/vda rw\n40 22 254:0 /srv/a /srv/b rw\n")
 	f.Fuzz(func(t *testing.T, in string) {
-		for dev := range parseBinds(strings.NewReader(in)) {
+		binds, _ := parseBinds(strings.NewReader(in))
+		for dev := range binds {
 			if !strings.Contains(in, ":") {
 				t.Fatalf("device %d from input without a major:minor", dev)
 			}

@@ -36,6 +36,11 @@ var ErrSeen = errSeen("named more than once: processed once")
 // remember: later repeats are processed again.
 var ErrSeenLimit = errSeen("more paths read than can be checked for repeats: later repeats are not left out")
 
+// ErrVisitLimit is the note that the directories remembered to read each once
+// (paths from stdin, devices with bind mounts) became too many: later ones
+// reachable twice are read twice.
+var ErrVisitLimit = errSeen("more directories read than can be remembered: one reachable twice from here on is read twice")
+
 type errSeen string
 
 func (e errSeen) Error() string { return string(e) }

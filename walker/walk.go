@@ -104,7 +104,9 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 	w := &walk{ctx: ctx, opt: opt, out: out, live: make(map[devIno]int32), dirSem: make(chan struct{}, max(handles, 0))}
 	w.visitAll = opt.Follow || opt.Stdin
 	if !w.visitAll {
-		w.binds = bindDevices()
+		var ok bool
+		w.binds, ok = bindDevices()
+		w.visitAll = !ok
 	}
 	if w.visitAll || w.binds != nil {
 		w.visited = make(map[devIno]struct{})
@@ -359,7 +361,7 @@ type walk struct {
 	live   map[devIno]int32 // directories being walked (see dirNode), by how many nodes
 
 	visitMu   sync.Mutex
-	visited   map[devIno]struct{} // with -L or Stdin: every directory read, so each is read once
+	visited   map[devIno]struct{} // directories read, so each is read once (see remembers)
 	visitFull bool                // Stdin without -L: visited reached maxStdinSeen
 	visitAll  bool                // -L or Stdin: every directory read goes in visited
 	binds     map[uint64]struct{} // else only those on these devices (see bindDevices)
@@ -700,12 +702,13 @@ func (w *walk) visit(st *unix.Stat_t, em *emitter) bool {
 	if _, ok := w.visited[k]; ok {
 		return false
 	}
-	// -L needs every directory to break loops (SAFETY 2); stdin lists only
-	// to leave out overlaps, so memory stays bounded there.
+	// -L needs every directory to break loops (SAFETY 2); stdin lists and
+	// bind-mounted devices only to leave out overlaps, so memory stays
+	// bounded there.
 	if !w.opt.Follow && len(w.visited) >= maxStdinSeen {
 		if !w.visitFull {
 			w.visitFull = true
-			em.add(Entry{Root: &Root{Path: "-", fd: -1}, Err: ErrSeenLimit})
+			em.add(Entry{Root: &Root{Path: "-", fd: -1}, Err: ErrVisitLimit})
 		}
 		return true
 	}
