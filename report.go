@@ -69,8 +69,8 @@ func (c *collector) addAll(rs []tasks.Result) {
 
 func (c *collector) add(r *tasks.Result) {
 	defer closeOutputs(r)
-	if r.Later || (r.Status == tasks.Failed && errors.Is(r.Err, context.Canceled)) {
-		return // reported later, or aborted by an interrupt
+	if r.Status == tasks.Failed && errors.Is(r.Err, context.Canceled) {
+		return // aborted by an interrupt
 	}
 	c.done++
 	switch r.Status {

@@ -44,9 +44,7 @@ func runMeta(t testing.TB, task Task, root string) map[string]Result {
 		r := Result{Entry: e}
 		w.Run(context.Background(), &e, &r)
 		e.Done()
-		if !r.Later {
-			res[e.Rel] = r
-		}
+		res[e.Rel] = r
 	}
 	if f, ok := task.(Finisher); ok {
 		for _, r := range f.Finish(context.Background()) {

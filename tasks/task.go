@@ -81,10 +81,6 @@ type Result struct {
 	// compress, decompress: the name written next to the input, and its size.
 	Output  string
 	OutSize int64
-
-	// Later means the task kept the entry to finish it after every other entry
-	// (see Finisher); this result is not reported.
-	Later bool
 }
 
 // BatchWorker is a Worker that handles a whole batch at once (exec -X); it fills

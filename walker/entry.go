@@ -333,18 +333,6 @@ func (e *Entry) AtBase() (fd int, name string, ok bool) {
 	return fd, name, !strings.Contains(name, "/")
 }
 
-// Hold keeps the entry's root (and directory) open past Done; the holder calls
-// Done once more.
-func (e *Entry) Hold() {
-	e.Root.acquire()
-	if e.dir != nil {
-		e.dir.refs.Add(1)
-	}
-	if e.node != nil {
-		e.node.refs.Add(1)
-	}
-}
-
 // openBeneath opens rel below the directory dirfd, which belongs to root r.
 func openBeneath(r *Root, dirfd int, rel string, flags int, follow bool) (int, error) {
 	if !follow {
