@@ -78,7 +78,7 @@ type DB struct {
 	// lookup, a miss and its Put do not cost a transaction each.
 	readersMu  sync.Mutex
 	readers    []*Reader
-	committing atomic.Bool
+	committing atomic.Int32 // commits under way (the writer's and Prune's may overlap), plus 1<<30 once closing
 }
 
 type put struct {
@@ -391,7 +391,7 @@ func (r *Reader) Get(k []byte, m Meta, dst []byte) (out []byte, ok bool) {
 			out, ok = dst, false
 		}
 	}()
-	if r.tx == nil && !d.committing.Load() {
+	if r.tx == nil && d.committing.Load() == 0 {
 		if tx := r.idle.Swap(nil); tx != nil {
 			r.tx, r.b = tx, tx.Bucket(entriesBucket)
 		}
@@ -430,7 +430,7 @@ func (r *Reader) Release() {
 		if old := r.idle.Swap(tx); old != nil && !d.broken.Load() {
 			go old.Rollback() // kept while a commit was under way
 		}
-		if !d.committing.Load() {
+		if d.committing.Load() == 0 {
 			return
 		}
 		if tx = r.idle.Swap(nil); tx == nil {
@@ -538,8 +538,8 @@ func (d *DB) writer() {
 			batch = batch[:0]
 			return
 		}
-		d.committing.Store(true)
-		defer d.committing.Store(false)
+		d.committing.Add(1)
+		defer d.committing.Add(-1)
 		d.reclaim()
 		err := d.guard(func() error {
 			return d.db.Update(func(tx *bolt.Tx) error {
@@ -600,8 +600,8 @@ func (d *DB) Prune(dirs []string) (int, error) {
 		return 0, nil
 	}
 	n := 0
-	d.committing.Store(true)
-	defer d.committing.Store(false)
+	d.committing.Add(1)
+	defer d.committing.Add(-1)
 	d.reclaim()
 	err := d.call(func() error {
 		return d.db.Update(func(tx *bolt.Tx) error {
@@ -671,7 +671,7 @@ func (d *DB) Close() error {
 		case <-d.brokenCh: // the writer may be stuck in bbolt
 		}
 	}
-	d.committing.Store(true) // from now on, no Reader keeps a transaction
+	d.committing.Add(1 << 30) // from now on, no Reader keeps a transaction
 	d.reclaim()
 	err := d.closeDB()
 	d.mu.Lock()
