@@ -183,7 +183,7 @@ func Open(ctx context.Context, path string, reset bool) (*DB, error) {
 	if ro {
 		err = d.guard(func() error { return d.db.View(checkFormatRO) })
 	} else {
-		err = d.guard(func() error { return d.db.Update(checkFormat) })
+		err = d.guard(func() error { return d.db.Update(func(tx *bolt.Tx) error { return checkFormat(tx, fresh) }) })
 	}
 	if err != nil {
 		err = unfinished(err)
@@ -199,8 +199,8 @@ func Open(ctx context.Context, path string, reset bool) (*DB, error) {
 
 // checkFormat makes sure the file is a pbatch cache of this format, starting
 // one in a new file and dropping the entries of an older format.
-func checkFormat(tx *bolt.Tx) error {
-	return lostBucket(checkFormatRW(tx))
+func checkFormat(tx *bolt.Tx, fresh bool) error {
+	return lostBucket(checkFormatRW(tx, fresh))
 }
 
 // lostBucket names bbolt's error for a bucket that is a plain value now (its
@@ -212,11 +212,13 @@ func lostBucket(err error) error {
 	return err
 }
 
-func checkFormatRW(tx *bolt.Tx) error {
+func checkFormatRW(tx *bolt.Tx, fresh bool) error {
 	m := tx.Bucket(metaBucket)
 	if m == nil {
-		// A new file holds no bucket at all; any other bbolt file is foreign.
-		if hasBuckets(tx) {
+		// Only a file that was empty is new. One that holds no bucket may be
+		// another program's database read through an older meta page, its
+		// newest one torn: never made a cache.
+		if hasBuckets(tx) || !fresh {
 			return ErrForeign
 		}
 		var err error

@@ -83,6 +83,7 @@ var pseudoFS = map[int64]string{
 	unix.SMACK_MAGIC: "smackfs", unix.BINFMTFS_MAGIC: "binfmt_misc", unix.NSFS_MAGIC: "nsfs",
 	unix.RDTGROUP_SUPER_MAGIC: "resctrl", 0x62656570: "configfs", 0x65735543: "fusectl",
 	unix.HUGETLBFS_MAGIC: "hugetlbfs", unix.OPENPROM_SUPER_MAGIC: "openpromfs", unix.XENFS_SUPER_MAGIC: "xenfs",
+	0x19800202: "mqueue",
 }
 
 // checkFS refuses fd if it lies on one of pseudoFS.

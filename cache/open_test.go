@@ -224,3 +224,30 @@ func TestOpenDirQuotesNames(t *testing.T) {
 		}
 	}
 }
+
+// A database of one transaction whose newest meta page is torn reads, through
+// the older meta page, as a file without buckets: that is no new cache, and
+// an ordinary run must leave it as it is (it made it a cache, the data gone).
+func TestTornForeignUntouched(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "other.db")
+	foreignDB(t, p, false, false)
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{0xff}, 72); err != nil { // meta page 0, the newest: its checksum
+		t.Fatal(err)
+	}
+	f.Close()
+	before, _ := os.ReadFile(p)
+	db, err := Open(t.Context(), p, false)
+	if err == nil {
+		db.Close()
+	}
+	if !errors.Is(err, ErrForeign) && !errors.Is(err, ErrDamaged) {
+		t.Errorf("open: %v, want it refused", err)
+	}
+	if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {
+		t.Errorf("the database was modified (%d bytes before, %d after)", len(before), len(after))
+	}
+}
