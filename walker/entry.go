@@ -60,6 +60,9 @@ type Root struct {
 	ino  uint64
 	refs atomic.Int64
 	sem  chan struct{} // a slot of the walk's root bound, freed with fd (nil: none)
+	// shadow: the walk of a PATH above it emits its entries at depths below
+	// shadow (a depth limit stops that walk sooner), so this one does not.
+	shadow int
 }
 
 // Fd returns the directory descriptor entries are opened beneath, or -1.

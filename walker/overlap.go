@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -82,8 +83,9 @@ type overlap struct {
 	// The directory PATHs so far, named or read from stdin, as made clean:
 	// a file read from stdin below one of them (`find d | pbatch hash -`
 	// lists d, then d/f) is the walk's to emit, when the walk is whole.
-	dirPaths map[string]struct{}
-	whole    bool // no filter or -x: a walk emits every file below it, within maxDepth
+	dirPaths map[string]int64 // when its walk began (ns)
+	whole    bool             // no filter or -x: a walk emits every file below it, within maxDepth
+	root     bool             // run as root: no directory below a PATH is unreadable to the walk
 	maxDepth int
 }
 
@@ -217,37 +219,57 @@ func (o *overlap) claimed(root *Root, id devIno) bool {
 
 // addDirPath records a directory PATH for below, within maxStdinSeen.
 func (o *overlap) addDirPath(path string) {
-	if !o.whole || len(o.dirPaths) >= maxStdinSeen {
+	if !o.whole || !o.root || len(o.dirPaths) >= maxStdinSeen {
 		return
 	}
 	if o.dirPaths == nil {
-		o.dirPaths = make(map[string]struct{})
+		o.dirPaths = make(map[string]int64)
 	}
-	o.dirPaths[filepath.Clean(path)] = struct{}{}
+	o.dirPaths[filepath.Clean(path)] = time.Now().UnixNano()
 }
 
-// below reports whether a path read from stdin lies below a directory PATH
-// whose walk has started, and whose walk emits it: a file within the depth
-// limit, a directory only without one (with one, its own walk goes deeper).
-// The spelling says which PATH; each component after it is then looked at
-// without following it, since the walk does not go through a symlink (nor
-// does it list a symlink as what it points to). A spelling with ".." is not
-// judged: a symlink before it could lead anywhere.
-func (o *overlap) below(path string, dir bool) bool {
-	if len(o.dirPaths) == 0 || strings.Contains(path, "..") || dir && o.maxDepth >= 0 {
-		return false
+// below reports how a path read from stdin lies below a directory PATH
+// whose walk has begun: covered, the walk emits it (a file within the depth
+// limit that was there before the walk began, no component after the
+// directory a symlink, which the walk would not follow); shadow, for a
+// directory within the depth limit, whose own walk goes deeper: that walk
+// must leave out the entries above depth shadow, which the walk above emits
+// too (a relative chmod applied twice). A spelling with a ".." component is
+// not judged: a symlink before it could lead anywhere.
+func (o *overlap) below(path string, st *unix.Stat_t) (covered bool, shadow int) {
+	if len(o.dirPaths) == 0 || hasDotDot(path) {
+		return false, 0
 	}
+	dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 	p := filepath.Clean(path)
 	for depth := 1; ; depth++ {
 		d := filepath.Dir(p)
-		if _, ok := o.dirPaths[d]; ok {
-			return (o.maxDepth < 0 || depth <= o.maxDepth) && noSymlinkBelow(d, filepath.Clean(path))
+		if began, ok := o.dirPaths[d]; ok {
+			if o.maxDepth >= 0 && depth > o.maxDepth || !noSymlinkBelow(d, filepath.Clean(path)) {
+				return false, 0
+			}
+			if dir && o.maxDepth >= 0 {
+				return false, o.maxDepth - depth + 1
+			}
+			// A file made after the walk began may come after the walk
+			// read its directory: it is processed as its own PATH.
+			return dir || st.Ctim.Nano() < began, 0
 		}
 		if d == p || d == "." {
-			return false
+			return false, 0
 		}
 		p = d
 	}
+}
+
+// hasDotDot reports whether path has a ".." component.
+func hasDotDot(path string) bool {
+	for _, c := range strings.Split(path, "/") {
+		if c == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 // noSymlinkBelow reports whether every component of path after dir (its

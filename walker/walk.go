@@ -142,6 +142,7 @@ func Walk(ctx context.Context, roots iter.Seq2[string, error], opt Options, out 
 	// Only a walk that emits every file below its PATH may stand in for a
 	// file PATH read from stdin below it.
 	w.ov.whole, w.ov.maxDepth = opt.Filter.empty() && !opt.OneFileSystem, opt.MaxDepth
+	w.ov.root = unix.Geteuid() == 0
 	feeder := w.newEmitter()
 	var srcErr error
 	ni := 0 // the next of opt.Named to come
@@ -402,6 +403,9 @@ type emitter struct {
 func (w *walk) newEmitter() *emitter { return &emitter{w: w} }
 
 func (em *emitter) add(e Entry) {
+	if e.Root != nil && e.Depth < e.Root.shadow {
+		return // the walk of a PATH above emits it
+	}
 	if em.batch == nil {
 		em.limit = max(em.w.opt.BatchSize(), 1)
 		em.batch = newBatch(em.limit)
@@ -508,8 +512,12 @@ func (w *walk) feed(path string, named int, em *emitter) {
 	}
 	// '/' is refused each time it is named, not noted as a repeat.
 	slash := w.opt.PreserveRoot && st.Ino == w.slash.ino && uint64(st.Dev) == w.slash.dev
-	if named < 0 && w.ov.below(path, st.Mode&unix.S_IFMT == unix.S_IFDIR) {
-		return // a walk emits it: processed once, and not a repeat to note
+	var shadow int
+	if named < 0 {
+		var covered bool
+		if covered, shadow = w.ov.below(path, &st); covered {
+			return // a walk emits it: processed once, and not a repeat to note
+		}
 	}
 	seen, limit := false, false
 	if !slash {
@@ -570,7 +578,7 @@ func (w *walk) feed(path string, named int, em *emitter) {
 	if !w.opt.Follow {
 		w.ov.addDirPath(path) // its walk has begun: paths below it are its to emit
 	}
-	root := &Root{Path: path, fd: fd, dev: st.Dev, ino: st.Ino, sem: w.rootSem}
+	root := &Root{Path: path, fd: fd, dev: st.Dev, ino: st.Ino, sem: w.rootSem, shadow: shadow}
 	if noOpenat2.Load() {
 		if root.os, err = os.OpenRoot(procFd(fd)); err != nil {
 			unix.Close(fd)
@@ -688,6 +696,12 @@ var scratches = sync.Pool{New: func() any { b := make([]byte, scratchSize); retu
 
 // remembers reports whether directories read on dev go in visited.
 func (w *walk) remembers(dev uint64) bool {
+	// With a depth limit, a directory read first with less depth left
+	// would keep a later walk that goes deeper out of it: what is below
+	// would be lost. Read twice rather than not at all (-L aside: loops).
+	if w.opt.MaxDepth >= 0 && !w.opt.Follow {
+		return false
+	}
 	if w.visitAll {
 		return true
 	}
