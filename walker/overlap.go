@@ -251,9 +251,10 @@ func (o *overlap) below(path string, st *unix.Stat_t) (covered bool, shadow int)
 			if dir && o.maxDepth >= 0 {
 				return false, o.maxDepth - depth + 1
 			}
-			// A file made after the walk began may come after the walk
-			// read its directory: it is processed as its own PATH.
-			return dir || st.Ctim.Nano() < began, 0
+			// A path made (or a directory changed) after the walk began may
+			// come after the walk read its directory: it is walked as its own
+			// PATH (a directory already read is then a note, not read twice).
+			return st.Ctim.Nano() < began, 0
 		}
 		if d == p || d == "." {
 			return false, 0
